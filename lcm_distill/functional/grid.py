@@ -1,0 +1,93 @@
+"""The skipping-step grid shared by training targets and inference (LCM paper §4.2, Eq. 8-9).
+
+With T training timesteps and N solver points, the skipping step is k = T // N and the grid is
+``[k-1, 2k-1, ..., N*k-1]`` (N=50, T=1000: ``[19, 39, ..., 999]``, k=20 as in the paper). A training pair is
+(t_{n+k}, t_n) = (grid[i], max(grid[i] - k, 0)): the first step lands on t=0, whose abar is abar[0], not 1.
+This equals diffusers' DDIMScheduler with ``timestep_spacing="trailing"`` and LCMScheduler's origin grid, and
+inference timesteps are chosen on it, so the student is never asked about a timestep it was not trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SkippingGrid:
+    """Grid of N solver points over T training timesteps; N must divide T (otherwise the grid ends below T-1)."""
+
+    num_train_timesteps: int = 1000
+    num_points: int = 50
+
+    def __post_init__(self) -> None:
+        T, N = self.num_train_timesteps, self.num_points
+        if N < 1 or N > T:
+            raise ValueError(f"num_points (N={N}) must lie in [1, num_train_timesteps={T}].")
+        if T % N != 0:
+            raise ValueError(
+                f"num_points (N={N}) must divide num_train_timesteps ({T}) so the grid ends at t={T - 1}; "
+                f"pick a divisor such as {', '.join(str(d) for d in (10, 20, 25, 50, 100, 200, 1000) if T % d == 0)}."
+            )
+
+    @property
+    def k(self) -> int:
+        """Skipping step k = T // N (paper's k; k=20 for N=50)."""
+        return self.num_train_timesteps // self.num_points
+
+    @property
+    def timesteps(self) -> Tensor:
+        """Ascending grid [k-1, 2k-1, ..., T-1] (int64)."""
+        return torch.arange(1, self.num_points + 1, dtype=torch.int64) * self.k - 1
+
+    def previous(self, t: Tensor) -> Tensor:
+        """t_n = t_{n+k} - k, clamped at 0."""
+        return (t - self.k).clamp_min(0)
+
+    def sample_pairs(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor]:
+        """Per-sample (t_{n+k}, t_n), t_{n+k} uniform over the N grid points (Algorithm 1 line 3)."""
+        index = torch.randint(0, self.num_points, (batch_size,), generator=generator, device="cpu")
+        start = self.timesteps[index].to(device)
+        return start, self.previous(start)
+
+    def inference_timesteps(self, num_steps: int, strength: float = 1.0) -> list[int]:
+        """Descending n-step schedule on the grid, chosen as diffusers' LCMScheduler does (evenly spaced, PR #5836).
+
+        ``strength`` < 1 (img2img) restricts the grid to its first floor(N * strength) points, so sampling starts
+        from a partly noised input.
+        """
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength={strength} must lie in (0, 1]; 1 means start from pure noise.")
+        usable = int(self.num_points * strength)
+        if num_steps < 1:
+            raise ValueError(f"num_inference_steps={num_steps} must be at least 1.")
+        if usable < 1 or num_steps > usable:
+            raise ValueError(
+                f"num_inference_steps={num_steps} exceeds the {usable} grid points available "
+                f"(num_points={self.num_points} x strength={strength}); use fewer steps or a larger strength."
+            )
+        grid = self.timesteps[:usable].flip(0)
+        step = usable / num_steps  # float64 step, exactly as numpy.linspace(0, usable, n, endpoint=False)
+        index = [math.floor(i * step) for i in range(num_steps)]
+        return [int(grid[i]) for i in index]
+
+    def validate(self, timesteps: list[int]) -> list[int]:
+        """Check custom inference timesteps: strictly descending and on the grid. Returns them as ints."""
+        ts = [int(t) for t in timesteps]
+        if not ts:
+            raise ValueError("timesteps must not be empty.")
+        on_grid = set(self.timesteps.tolist())
+        off = [t for t in ts if t not in on_grid]
+        if off:
+            raise ValueError(
+                f"timesteps {off} are not on the training grid (k={self.k}: {self.k - 1}, {2 * self.k - 1}, ..., "
+                f"{self.num_train_timesteps - 1}); the student was trained only there."
+            )
+        if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+            raise ValueError(f"timesteps {ts} must be strictly descending.")
+        return ts

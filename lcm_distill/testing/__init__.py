@@ -1,0 +1,27 @@
+"""Offline test kit: tiny SD components and a real CLIP tokenizer built without the Hub."""
+
+from .tiny import (
+    SD_SCHEDULER_CONFIG,
+    save_tiny_sd,
+    tiny_components,
+    tiny_scheduler_config,
+    tiny_text_encoder,
+    tiny_tokenizer,
+    tiny_unet,
+    tiny_vae,
+)
+from .tokenizer import build_clip_tokenizer, vocab_size, write_clip_tokenizer_files
+
+__all__ = [
+    "SD_SCHEDULER_CONFIG",
+    "build_clip_tokenizer",
+    "save_tiny_sd",
+    "tiny_components",
+    "tiny_scheduler_config",
+    "tiny_text_encoder",
+    "tiny_tokenizer",
+    "tiny_unet",
+    "tiny_vae",
+    "vocab_size",
+    "write_clip_tokenizer_files",
+]

@@ -1,0 +1,136 @@
+"""Tiny Stable-Diffusion-shaped components built in-process (no network), for tests, demos and benchmarks.
+
+Shapes mirror SD 2.x where it matters (linear attention projections, cross-attention, a scaled_linear schedule
+with SD's scheduler settings) at a size that runs in milliseconds on a laptop CPU. Each builder seeds torch
+so that a given call always yields the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .tokenizer import build_clip_tokenizer, vocab_size
+
+TINY_MERGES = 1000
+TEXT_HIDDEN = 32
+
+# SD 2.x scheduler settings (scaled_linear 0.00085..0.012, no alpha-to-one, no clipping, steps_offset 1).
+SD_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+def tiny_unet(
+    time_cond_proj_dim: int | None = None,
+    sample_size: int = 8,
+    block_out_channels: tuple[int, ...] = (32, 64),
+    seed: int = 0,
+):
+    """UNet2DConditionModel with SD-2-style linear projections; ``time_cond_proj_dim`` adds the omega input."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=8,
+        time_cond_proj_dim=time_cond_proj_dim,
+    )
+
+
+def tiny_vae(seed: int = 0):
+    """AutoencoderKL with 4 latent channels and a down-sampling factor of 2."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+
+
+def tiny_text_encoder(num_merges: int = TINY_MERGES, seed: int = 0):
+    """CLIPTextModel whose vocabulary matches :func:`tiny_tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    n = vocab_size(num_merges)
+    config = CLIPTextConfig(
+        vocab_size=n,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=n - 2,
+        eos_token_id=n - 1,
+        pad_token_id=n - 1,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    )
+    return CLIPTextModel(config)
+
+
+def tiny_tokenizer(cache_dir: str | Path, num_merges: int = TINY_MERGES):
+    """The real CLIP BPE with its first ``num_merges`` merges (ids of common words are those of SD's tokenizer)."""
+    return build_clip_tokenizer(cache_dir, num_merges)
+
+
+def tiny_scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """SD 2.x scheduler settings with the given prediction type (2.1-base: epsilon, 2.1 768: v_prediction)."""
+    return {**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type}
+
+
+def tiny_components(
+    work_dir: str | Path,
+    prediction_type: str = "epsilon",
+    time_cond_proj_dim: int | None = None,
+    scheduler: str = "ddim",
+) -> dict:
+    """vae, text_encoder, tokenizer, unet and a scheduler: the components of a diffusers SD/LCM pipeline."""
+    from diffusers import DDIMScheduler, LCMScheduler
+
+    sched_cls = {"ddim": DDIMScheduler, "lcm": LCMScheduler}[scheduler]
+    return {
+        "unet": tiny_unet(time_cond_proj_dim),
+        "vae": tiny_vae(),
+        "text_encoder": tiny_text_encoder(),
+        "tokenizer": tiny_tokenizer(Path(work_dir) / "tokenizer-src"),
+        "scheduler": sched_cls(**tiny_scheduler_config(prediction_type)),
+    }
+
+
+def save_tiny_sd(out_dir: str | Path, prediction_type: str = "epsilon") -> Path:
+    """Write a diffusers-format tiny SD teacher folder (StableDiffusionPipeline layout, safetensors)."""
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out_dir)
+    comps = tiny_components(out.parent / f".{out.name}-build", prediction_type)
+    pipe = StableDiffusionPipeline(
+        **comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out

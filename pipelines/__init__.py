@@ -1,0 +1,1 @@
+"""Inference pipelines (installed as lcm_distill.pipelines)."""

@@ -1,0 +1,42 @@
+"""Shared fixtures: offline environment and the tiny SD test kit (lcm_distill.testing)."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub: a stray hub lookup must fail at once, not after ~23 s of retries.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tokenizer_dir):
+    from lcm_distill.testing import tiny_tokenizer as build
+
+    return build(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def sd_scheduler_config():
+    from lcm_distill.testing import tiny_scheduler_config
+
+    return tiny_scheduler_config("epsilon")
+
+
+@pytest.fixture(scope="session", params=["epsilon", "v_prediction"])
+def tiny_sd_dir(request, tmp_path_factory):
+    """A tiny diffusers SD teacher folder on disk, for eps and v prediction."""
+    from lcm_distill.testing import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / f"tiny-sd-{request.param}", request.param)
