@@ -65,12 +65,10 @@ def build_clip_tokenizer(out_dir: str | Path, num_merges: int = FULL_MERGES):
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = write_clip_tokenizer_files(out_dir, num_merges)
-    return CLIPTokenizer(
-        vocab_file=str(vocab_file),
-        merges_file=str(merges_file),
-        model_max_length=77,
-        pad_token="<|endoftext|>",
-    )
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    lines = merges_file.read_text(encoding="utf-8").split("\n")[1:]
+    merges = [tuple(line.split()) for line in lines if line]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def vocab_size(num_merges: int) -> int:
