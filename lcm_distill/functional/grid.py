@@ -9,6 +9,7 @@ inference timesteps are chosen on it, so the student is never asked about a time
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -88,6 +89,6 @@ class SkippingGrid:
                 f"timesteps {off} are not on the training grid (k={self.k}: {self.k - 1}, {2 * self.k - 1}, ..., "
                 f"{self.num_train_timesteps - 1}); the student was trained only there."
             )
-        if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        if any(a <= b for a, b in itertools.pairwise(ts)):
             raise ValueError(f"timesteps {ts} must be strictly descending.")
         return ts

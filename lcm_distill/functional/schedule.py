@@ -27,9 +27,7 @@ def _betas_for_alpha_bar(num_steps: int, max_beta: float = 0.999) -> Tensor:
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    betas = [
-        min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)
-    ]
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)]
     return torch.tensor(betas, dtype=torch.float32)
 
 

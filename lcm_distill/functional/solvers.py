@@ -38,12 +38,16 @@ def ddim_step(x0: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tens
     return alpha_t * x0 + sigma_t * eps
 
 
-def dpm_solver_first_order(x: Tensor, eps: Tensor, alpha_s: Tensor, alpha_t: Tensor, sigma_t: Tensor, h: Tensor) -> Tensor:
+def dpm_solver_first_order(
+    x: Tensor, eps: Tensor, alpha_s: Tensor, alpha_t: Tensor, sigma_t: Tensor, h: Tensor
+) -> Tensor:
     """DPM-Solver-1 (noise form, Lu et al. 2022a Eq. 3.7): (alpha_t/alpha_s) x - sigma_t (e^h - 1) eps; = DDIM."""
     return (alpha_t / alpha_s) * x - sigma_t * torch.expm1(h) * eps
 
 
-def dpm_solver_pp_first_order(x: Tensor, x0: Tensor, sigma_s: Tensor, alpha_t: Tensor, sigma_t: Tensor, h: Tensor) -> Tensor:
+def dpm_solver_pp_first_order(
+    x: Tensor, x0: Tensor, sigma_s: Tensor, alpha_t: Tensor, sigma_t: Tensor, h: Tensor
+) -> Tensor:
     """DPM-Solver++1 (data form, Lu et al. 2022b Eq. 9): (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) x0; = DDIM."""
     return (sigma_t / sigma_s) * x - alpha_t * torch.expm1(-h) * x0
 
@@ -55,7 +59,9 @@ def lambda_midpoint(schedule: NoiseSchedule, s: Tensor, t: Tensor) -> tuple[Tens
     return lam_mid, schedule.timestep_for_lambda(lam_mid)
 
 
-def solver_step(denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule, solver: str = "ddim") -> Tensor:
+def solver_step(
+    denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule, solver: str = "ddim"
+) -> Tensor:
     """Solve the PF-ODE of ``denoise`` from s to t (per-sample integer timesteps) with one solver step."""
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not supported; use one of {SOLVERS}.")

@@ -129,8 +129,6 @@ def save_tiny_sd(out_dir: str | Path, prediction_type: str = "epsilon") -> Path:
 
     out = Path(out_dir)
     comps = tiny_components(out.parent / f".{out.name}-build", prediction_type)
-    pipe = StableDiffusionPipeline(
-        **comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
     return out

@@ -55,7 +55,9 @@ def test_add_noise_matches_ddpm(sd_scheduler_config):
     torch.testing.assert_close(s.add_noise(x0, noise, t), ref.add_noise(x0, noise, t), atol=1e-6, rtol=0)
     # v target equals diffusers' get_velocity.
     a, sg = s.alpha_sigma(t)
-    torch.testing.assert_close(from_x0_eps(x0, noise, a, sg, "v_prediction"), ref.get_velocity(x0, noise, t), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        from_x0_eps(x0, noise, a, sg, "v_prediction"), ref.get_velocity(x0, noise, t), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
