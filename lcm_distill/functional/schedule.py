@@ -113,9 +113,24 @@ class NoiseSchedule:
         return self.alphas.log() - self.sigmas.log()
 
     def alpha_sigma(self, t: Tensor, ndim: int = 4) -> tuple[Tensor, Tensor]:
-        """alpha_t, sigma_t for integer per-sample timesteps t (B,), shaped (B, 1, 1, 1) for ndim=4."""
+        """alpha_t, sigma_t for per-sample timesteps t (B,), shaped (B, 1, 1, 1) for ndim=4.
+
+        Integer t gathers the table; floating t (DPM-Solver midpoints) interpolates lambda linearly between
+        neighbouring integers, the exact inverse of :meth:`timestep_for_lambda`.
+        """
+        if t.is_floating_point():
+            alpha, sigma = alpha_sigma_from_lambda(self.lambda_at(t))
+            return _per_sample(alpha, ndim), _per_sample(sigma, ndim)
         abar = self.alphas_cumprod.to(t.device)[t.long()]
         return _per_sample(abar.sqrt(), ndim), _per_sample((1.0 - abar).sqrt(), ndim)
+
+    def lambda_at(self, t: Tensor) -> Tensor:
+        """lambda at continuous timesteps: piecewise-linear interpolation of the discrete table."""
+        lam = self.lambdas.to(t.device)
+        tf = t.to(lam.dtype).clamp(0, lam.shape[0] - 1)
+        lo = tf.floor().long().clamp(max=lam.shape[0] - 2)
+        w = tf - lo
+        return (1 - w) * lam[lo] + w * lam[lo + 1]
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """Forward process q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (LCM paper Eq. 1)."""

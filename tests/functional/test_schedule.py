@@ -94,3 +94,17 @@ def test_lambda_midpoint_timestep(sd_scheduler_config, s, t, t_mid):
     sched = NoiseSchedule.from_config(sd_scheduler_config)
     _, tm = lambda_midpoint(sched, torch.tensor([s]), torch.tensor([t]))
     assert tm.item() == pytest.approx(t_mid, abs=1e-3)
+
+
+def test_continuous_timesteps_interpolate_lambda(sd_scheduler_config):
+    s = NoiseSchedule.from_config(sd_scheduler_config)
+    t_int = torch.tensor([0, 19, 500, 999])
+    a_i, s_i = s.alpha_sigma(t_int)
+    a_f, s_f = s.alpha_sigma(t_int.float())
+    torch.testing.assert_close(a_f, a_i, atol=1e-6, rtol=0)
+    torch.testing.assert_close(s_f, s_i, atol=1e-6, rtol=0)
+    lam = s.lambdas
+    mid = s.lambda_at(torch.tensor([499.25]))
+    torch.testing.assert_close(mid, 0.75 * lam[499:500] + 0.25 * lam[500:501])
+    t = torch.tensor([123.4, 987.6])
+    assert torch.allclose(s.timestep_for_lambda(s.lambda_at(t)), t)

@@ -25,23 +25,10 @@ def network(x, t):
 
 def make_denoiser(schedule, prediction_type):
     def denoise(x, t):
-        if t.is_floating_point() and not torch.equal(t, t.round()):
-            lam = _lambda_at(schedule, t)
-            a, s = torch.sigmoid(2 * lam).sqrt(), torch.sigmoid(-2 * lam).sqrt()
-            a, s = a.reshape(-1, 1, 1, 1), s.reshape(-1, 1, 1, 1)
-        else:
-            a, s = schedule.alpha_sigma(t.long(), x.ndim)
+        a, s = schedule.alpha_sigma(t, x.ndim)
         return to_x0_eps(network(x, t.to(x.dtype)), x, a, s, prediction_type)
 
     return denoise
-
-
-def _lambda_at(schedule, t):
-    """lambda at a continuous timestep: linear interpolation of the table (the inverse of timestep_for_lambda)."""
-    lam = schedule.lambdas.to(t.dtype)
-    lo = t.floor().long().clamp(0, len(lam) - 2)
-    w = t - lo
-    return (1 - w) * lam[lo] + w * lam[lo + 1]
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -137,7 +124,7 @@ def test_cfg_placements_coincide_for_ddim_only(sd_scheduler_config):
 
     def pair(xc, xu, t):
         calls.append(xc.shape[0])
-        a, s = schedule.alpha_sigma(t.long() if not t.is_floating_point() else t.round().long())
+        a, s = schedule.alpha_sigma(t)
         return to_x0_eps(network(xc, t.float()) + shift, xc, a, s, "epsilon"), to_x0_eps(
             network(xu, t.float()), xu, a, s, "epsilon"
         )
@@ -176,9 +163,6 @@ class GaussianData:
         self.schedule, self.mu, self.s = schedule, mu, s
 
     def _alpha_sigma(self, t):
-        if t.is_floating_point():
-            lam = _lambda_at(self.schedule, t)
-            return torch.sigmoid(2 * lam).sqrt().reshape(-1, 1), torch.sigmoid(-2 * lam).sqrt().reshape(-1, 1)
         return self.schedule.alpha_sigma(t, 2)
 
     def denoise(self, x, t):

@@ -1,0 +1,285 @@
+"""One dataclass tree for LCD and LCF runs: YAML + ``--set section.key=value`` overrides, validated up front.
+
+Every key has a default here and nowhere else; YAML files in configs/ only override. Unknown keys and bad values
+raise :class:`ConfigError` naming the dotted key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the dotted key and what to do."""
+
+
+DEFAULT_LORA_TARGETS = [
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+]  # fmt: skip
+
+DEFAULT_VALIDATION_PROMPTS = [
+    "portrait photo of a girl, photograph, highly detailed face, depth of field, moody light, golden hour",
+    "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k",
+    "A photo of beautiful mountain with realistic sunset and blue lake, highly detailed, masterpiece",
+    "Self-portrait oil painting, a beautiful cyborg with golden hair, 8k",
+]
+
+
+@dataclass
+class LoRAConfig:
+    """peft LoRA on the student UNet; the target is then the student itself under no_grad (mu = 0)."""
+
+    enabled: bool = False
+    rank: int = 64
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+
+@dataclass
+class ModelConfig:
+    """Where the teacher comes from and how the student is built from it."""
+
+    teacher: str = ""  # diffusers folder or hub id (StableDiffusionPipeline layout)
+    revision: str | None = None
+    vae: str | None = None  # optional separate VAE folder/hub id (e.g. an fp16-fixed VAE)
+    student: str | None = None  # LCF: start from an LCM pipeline folder/hub id instead of the teacher's UNet
+    omega_embed_dim: int = 256  # time_cond_proj_dim when the teacher has none (diffusers' default)
+    cond_proj_init: str = "zero"  # zero: student == teacher at step 0; random: PyTorch default (diffusers' choice)
+    frozen_dtype: str = "fp32"  # teacher / VAE / text encoder weights: fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | eager
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class DataConfig:
+    """A captioned image source; one sample schema (pixel_values in [-1, 1], caption) whatever the source."""
+
+    source: str = "hf"  # hf: a Hugging Face dataset id, a local imagefolder/parquet/csv/json path
+    dataset: str = ""
+    config_name: str | None = None
+    split: str = "train"
+    image_column: str = "image"
+    caption_column: str = "text"
+    resolution: int = 512
+    center_crop: bool = False
+    random_flip: bool = True
+    interpolation: str = "bilinear"  # bilinear | bicubic | lanczos | nearest
+    max_samples: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class ObjectiveConfig:
+    """LCD (teacher ODE step) or LCF (same noise at t_n on the data); everything else is shared."""
+
+    kind: str = "lcd"  # lcd | lcf
+    num_points: int = 50  # N solver points; skipping step k = 1000 // N
+    solver: str = "ddim"  # ddim | dpm_solver_2 | dpm_solver_pp_2s
+    cfg_placement: str = "paper"  # paper (Eq. 17) | guided
+    omega_min: float = 2.0
+    omega_max: float = 14.0
+    loss: str = "l2"  # l2 | huber | l1
+    huber_c: float = 0.001
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 8e-6
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    use_8bit_adam: bool = False
+    lr_scheduler: str = "constant"  # any diffusers.optimization.get_scheduler name
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 1000
+    mixed_precision: str = "no"  # no | fp16 | bf16 (autocast for the student; frozen nets follow model.frozen_dtype)
+    ema_decay: float = 0.95  # target mu; 0 = target is the student under no_grad
+    checkpoint_every: int = 500
+    checkpoints_keep: int = 3
+    log_every: int = 10
+    report_to: str = "tensorboard"  # tensorboard | wandb | none
+    validation_every: int = 0  # 0 = only at the end
+    validation_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_VALIDATION_PROMPTS))
+    validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
+    validation_guidance_scale: float = 8.5
+    max_nonfinite_steps: int = 10
+    export: bool = True
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    allow_tf32: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+CHOICES = {
+    "model.cond_proj_init": ("zero", "random"),
+    "model.frozen_dtype": ("fp32", "bf16", "fp16"),
+    "model.attention": ("sdpa", "eager"),
+    "data.source": ("hf",),
+    "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
+    "objective.kind": ("lcd", "lcf"),
+    "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
+    "objective.cfg_placement": ("paper", "guided"),
+    "objective.loss": ("l2", "huber", "l1"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.report_to": ("tensorboard", "wandb", "none"),
+}
+
+POSITIVE = (
+    "data.resolution", "objective.num_points", "train.per_device_batch_size", "train.gradient_accumulation_steps",
+    "train.max_train_steps", "train.checkpoint_every", "train.checkpoints_keep", "train.log_every",
+    "model.omega_embed_dim", "model.lora.rank", "optim.learning_rate", "train.max_nonfinite_steps",
+)  # fmt: skip
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/coerce a YAML value against a dataclass field annotation (str, int, float, bool, list, Optional)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}.")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}.")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}.")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}.")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}.")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        keys = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"unknown config key(s): {keys}. Known keys under '{prefix or '<top>'}': {sorted(names)}.")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks; raises ConfigError naming the key at fault."""
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of {list(allowed)}.")
+    for key in POSITIVE:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} must be positive.")
+    if not cfg.model.teacher and not cfg.model.student:
+        raise ConfigError("model.teacher is empty: give a diffusers folder or hub id of the teacher (SD).")
+    if cfg.objective.kind == "lcd" and not cfg.model.teacher:
+        raise ConfigError("model.teacher is required for objective.kind=lcd (the teacher solves the PF-ODE).")
+    if not cfg.data.dataset:
+        raise ConfigError("data.dataset is empty: give a Hugging Face dataset id or a local imagefolder/parquet path.")
+    if cfg.objective.omega_min > cfg.objective.omega_max:
+        raise ConfigError(
+            f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
+        )
+    if 1000 % cfg.objective.num_points:
+        raise ConfigError(f"objective.num_points={cfg.objective.num_points} must divide 1000 (e.g. 20, 50, 100).")
+    if not 0.0 <= cfg.train.ema_decay <= 1.0:
+        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
+    if cfg.model.lora.enabled and cfg.train.ema_decay != 0.0:
+        raise ConfigError("model.lora.enabled=true needs train.ema_decay=0 (the LoRA target is the student itself).")
+    if cfg.train.push_to_hub and not cfg.train.hub_model_id:
+        raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. 'user/my-lcm').")
+    if any(s < 1 for s in cfg.train.validation_steps):
+        raise ConfigError(f"train.validation_steps={cfg.train.validation_steps} must be positive step counts.")
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'section.key=value' -> (['section', 'key'], YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.max_train_steps=10.")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file <- overrides, then validation."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; see configs/ for examples.")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping of sections at the top level.")
+        data = loaded
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} is not a section.")
+        node[keys[-1]] = value
+    return validate(_build(Config, data, ""))
