@@ -12,13 +12,14 @@ below are copies of the canonical ``lcm_distill.functional`` ones; tests assert 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import shutil
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, LCMScheduler, UNet2DConditionModel
@@ -80,7 +81,7 @@ def check_timesteps(num_train_timesteps: int, num_points: int, timesteps: list[i
             f"timesteps {off} are not on the training grid (k={k}: {k - 1}, {2 * k - 1}, ..., "
             f"{num_train_timesteps - 1}); the student was trained only there."
         )
-    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+    if any(a <= b for a, b in itertools.pairwise(ts)):
         raise ValueError(f"timesteps {ts} must be strictly descending.")
     return ts
 
@@ -130,9 +131,9 @@ class LCMPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["safety_checker", "feature_extractor"]
-    _exclude_from_cpu_offload = ["safety_checker"]
-    _callback_tensor_inputs = ["latents", "denoised", "prompt_embeds", "w_embedding"]
+    _optional_components: ClassVar[list[str]] = ["safety_checker", "feature_extractor"]
+    _exclude_from_cpu_offload: ClassVar[list[str]] = ["safety_checker"]
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "denoised", "prompt_embeds", "w_embedding"]
 
     def __init__(
         self,
@@ -147,9 +148,14 @@ class LCMPipeline(DiffusionPipeline):
     ) -> None:
         super().__init__()
         self.register_modules(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=safety_checker, feature_extractor=feature_extractor,
-        )  # fmt: skip
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=safety_checker,
+            feature_extractor=feature_extractor,
+        )
         self.register_to_config(requires_safety_checker=requires_safety_checker)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -188,24 +194,27 @@ class LCMPipeline(DiffusionPipeline):
         """CLIP last hidden states for the prompts, each repeated num_images_per_prompt times (no negative prompt:
         guided distillation baked the unconditional "" into the student)."""
         ids = self.tokenizer(
-            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            prompt,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
-        )  # fmt: skip
+        )
         mask = ids.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
         embeds = self.text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
         return embeds.to(dtype=self.text_encoder.dtype, device=device).repeat_interleave(num_images_per_prompt, dim=0)
 
     def _encode_image(self, image: torch.Tensor, batch: int, generator: Any) -> torch.Tensor:
         """VAE latents (posterior samples x scaling_factor) of a preprocessed image batch, expanded to ``batch``."""
-        if image.shape[1] == self.vae.config.latent_channels:
-            latents = image  # already latents
-        elif isinstance(generator, list):
+        if image.shape[1] == self.vae.config.latent_channels:  # already latents
+            return image.repeat_interleave(batch // image.shape[0], dim=0)
+        if isinstance(generator, list):  # one posterior sample per generator, as the stock pipeline does
             image = image.repeat_interleave(batch // image.shape[0], dim=0)
-            latents = torch.cat([self.vae.encode(image[i : i + 1]).latent_dist.sample(generator[i]) for i in range(batch)])
+            posterior = [self.vae.encode(image[i : i + 1]).latent_dist for i in range(batch)]
+            latents = torch.cat([p.sample(g) for p, g in zip(posterior, generator, strict=True)])
         else:
             latents = self.vae.encode(image).latent_dist.sample(generator)
-        if image.shape[1] != self.vae.config.latent_channels:
-            latents = latents * self.vae.config.scaling_factor
+        latents = latents * self.vae.config.scaling_factor
         return latents.repeat_interleave(batch // latents.shape[0], dim=0)
 
     def consistency_step(
@@ -280,7 +289,9 @@ class LCMPipeline(DiffusionPipeline):
             raise ValueError(f"noise_fraction={kw['noise_fraction']} must lie in [0, 1] (0 deterministic, 1 LCM).")
         bad = [k for k in kw["tensor_inputs"] if k not in self._callback_tensor_inputs]
         if bad:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not allowed; use {self._callback_tensor_inputs}.")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {bad} not allowed; use {self._callback_tensor_inputs}."
+            )
         total = batch * kw["num_images_per_prompt"]
         gen = kw["generator"]
         if isinstance(gen, list) and len(gen) != total:
@@ -331,10 +342,19 @@ class LCMPipeline(DiffusionPipeline):
         if batch is None and prompt_embeds is not None:
             batch = prompt_embeds.shape[0]
         self.check_inputs(
-            prompt, prompt_embeds, batch or 1, num_images_per_prompt=num_images_per_prompt, height=height,
-            width=width, output_type=output_type, noise_fraction=noise_fraction, generator=generator,
-            latents=latents, image=image, tensor_inputs=list(callback_on_step_end_tensor_inputs),
-        )  # fmt: skip
+            prompt,
+            prompt_embeds,
+            batch or 1,
+            num_images_per_prompt=num_images_per_prompt,
+            height=height,
+            width=width,
+            output_type=output_type,
+            noise_fraction=noise_fraction,
+            generator=generator,
+            latents=latents,
+            image=image,
+            tensor_inputs=list(callback_on_step_end_tensor_inputs),
+        )
         schedule = self.get_timesteps(num_inference_steps, strength, timesteps)
         device = self._execution_device
         total = batch * num_images_per_prompt
@@ -350,7 +370,12 @@ class LCMPipeline(DiffusionPipeline):
         elif image is None:
             height = height or self.unet.config.sample_size * self.vae_scale_factor
             width = width or self.unet.config.sample_size * self.vae_scale_factor
-            shape = (total, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            shape = (
+                total,
+                self.unet.config.in_channels,
+                height // self.vae_scale_factor,
+                width // self.vae_scale_factor,
+            )
             latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
             latents = latents * self.scheduler.init_noise_sigma
         else:
@@ -361,7 +386,7 @@ class LCMPipeline(DiffusionPipeline):
 
         w_embedding = None
         if self.has_omega_embedding:
-            omega = torch.tensor((DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale) - 1)
+            omega = torch.tensor(float(DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale) - 1)
             w_embedding = guidance_scale_embedding(omega.repeat(total), self.unet.config.time_cond_proj_dim)
             w_embedding = w_embedding.to(device=device, dtype=latents.dtype)
         elif guidance_scale is not None and guidance_scale != 1:
@@ -377,9 +402,13 @@ class LCMPipeline(DiffusionPipeline):
             for i, t in enumerate(t_all):
                 latents = latents.to(prompt_embeds.dtype)
                 model_output = self.unet(
-                    latents, t, timestep_cond=w_embedding, encoder_hidden_states=prompt_embeds,
-                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
-                )[0]  # fmt: skip
+                    latents,
+                    t,
+                    timestep_cond=w_embedding,
+                    encoder_hidden_states=prompt_embeds,
+                    cross_attention_kwargs=cross_attention_kwargs,
+                    return_dict=False,
+                )[0]
                 t_next = t_all[i + 1] if i + 1 < len(schedule) else None
                 latents, denoised = self.consistency_step(model_output, t, latents, t_next, noise_fraction, generator)
                 if callback_on_step_end is not None:
@@ -432,6 +461,8 @@ class LCMPipeline(DiffusionPipeline):
             repo_id = hub.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
             api.create_repo(repo_id, private=hub.get("private"), exist_ok=True)
             api.upload_folder(
-                folder_path=save_directory, repo_id=repo_id, commit_message=hub.get("commit_message"),
+                folder_path=save_directory,
+                repo_id=repo_id,
+                commit_message=hub.get("commit_message"),
                 create_pr=hub.get("create_pr", False),
-            )  # fmt: skip
+            )
