@@ -1,5 +1,6 @@
 """Offline test kit: tiny SD components and a real CLIP tokenizer built without the Hub."""
 
+from .data import make_imagefolder
 from .tiny import (
     SD_SCHEDULER_CONFIG,
     save_tiny_sd,
@@ -15,6 +16,7 @@ from .tokenizer import build_clip_tokenizer, vocab_size, write_clip_tokenizer_fi
 __all__ = [
     "SD_SCHEDULER_CONFIG",
     "build_clip_tokenizer",
+    "make_imagefolder",
     "save_tiny_sd",
     "tiny_components",
     "tiny_scheduler_config",

@@ -1,0 +1,44 @@
+"""Command line shared by train_lcd.py and train_lcf.py: --config FILE [--set k=v ...] [--dry-run] [--resume]."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, load_config
+
+
+def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=f"{kind.upper()} training (lcm-distill).")
+    p.add_argument("--config", required=True, help="YAML file (see configs/).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key, YAML-parsed value; repeatable, e.g. --set train.max_train_steps=10")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", default=None, metavar="latest|PATH",
+                   help="continue from the newest checkpoint in train.output_dir, or from a checkpoint folder")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None, kind: str, prog: str) -> int:
+    args = build_parser(prog, kind).parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"{prog}: config error: {err}", file=sys.stderr)
+        return 2
+    if cfg.objective.kind != kind:
+        print(f"{prog}: objective.kind={cfg.objective.kind!r} in {args.config}; this script trains {kind!r}. "
+              f"Use train_{cfg.objective.kind}.py or set objective.kind={kind}.", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .engine import train
+
+    result = train(cfg, resume=args.resume)
+    print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
+          f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "
+          f"non-finite steps {result.nonfinite_total}")  # fmt: skip
+    return 0

@@ -1,0 +1,21 @@
+"""Target network update theta- <- mu theta- + (1 - mu) theta (LCM Algorithm 1 line 7), fused with _foreach_lerp_."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, mu: float) -> None:
+    """In place over matching parameters; lerp(theta-, theta, 1 - mu) == mu theta- + (1 - mu) theta up to an ulp.
+
+    mu = 1 leaves the target unchanged, mu = 0 copies the student. Buffers (none that matter in SD UNets) are copied.
+    """
+    t_params = [p for p in target.parameters()]
+    o_params = [p.detach().to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
+    if mu == 1.0:
+        return
+    torch._foreach_lerp_(t_params, o_params, 1.0 - mu)
+    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
+        tb.copy_(ob)

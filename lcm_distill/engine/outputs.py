@@ -1,0 +1,141 @@
+"""What a run leaves behind besides checkpoints: validation grids and exported pipeline folders.
+
+Validation draws fixed prompts at ``train.validation_steps`` (1/2/4) from the student and, when it exists, the EMA
+target, with a fixed seed, and writes one PNG grid per network (rows: prompts, columns: step counts) under
+``<output_dir>/validation/`` and to the tracker. Export writes ``<output_dir>/student`` and ``<output_dir>/target``
+as diffusers folders via :func:`lcm_distill.export.save_lcm_pipeline` (loadable by stock
+``LatentConsistencyModelPipeline``); with LoRA, the adapter weights go to ``<output_dir>/lora`` in the format of
+diffusers' ``load_lora_weights`` and the student folder holds the merged UNet.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import Config
+from ..models import Models
+
+logger = logging.getLogger(__name__)
+
+
+def _pipeline(models: Models, unet, num_points: int):
+    from diffusers import LCMScheduler
+
+    from ..pipelines import LCMPipeline
+
+    config = {k: v for k, v in models.scheduler_config.items() if not k.startswith("_")}
+    scheduler = LCMScheduler.from_config(config, original_inference_steps=num_points)
+    pipe = LCMPipeline(
+        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet, scheduler=scheduler
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _grid(rows: list[list[np.ndarray]]) -> Image.Image:
+    h, w = rows[0][0].shape[:2]
+    canvas = np.zeros((h * len(rows), w * len(rows[0]), 3), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            canvas[i * h : (i + 1) * h, j * w : (j + 1) * w] = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(canvas)
+
+
+@torch.no_grad()
+def validation_images(models: Models, unet, cfg: Config, seed: int = 0) -> Image.Image:
+    """Grid of the validation prompts (rows) x step counts (columns) for one UNet."""
+    pipe = _pipeline(models, unet, cfg.objective.num_points)
+    res = cfg.data.resolution
+    guidance = cfg.train.validation_guidance_scale if models.omega_dim else 1.0
+    rows = []
+    for prompt in cfg.train.validation_prompts:
+        row = []
+        for steps in cfg.train.validation_steps:
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            out = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g,
+                       height=res, width=res, output_type="np")  # fmt: skip
+            row.append(out.images[0])
+        rows.append(row)
+    return _grid(rows)
+
+
+def run_validation(accelerator, cfg: Config, models: Models, student, step: int) -> list[Path]:
+    """Main process only; the other processes wait. Returns the PNG paths written."""
+    paths: list[Path] = []
+    if accelerator.is_main_process and cfg.train.validation_prompts:
+        out = Path(cfg.train.output_dir) / "validation"
+        out.mkdir(parents=True, exist_ok=True)
+        nets = {"student": student} | ({"target": models.target} if models.target is not None else {})
+        was_training = student.training
+        student.eval()
+        for name, unet in nets.items():
+            grid = validation_images(models, unet, cfg)
+            path = out / f"step-{step:08d}-{name}.png"
+            grid.save(path)
+            paths.append(path)
+            for tracker in accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    tracker.writer.add_image(f"validation/{name}", np.asarray(grid), step, dataformats="HWC")
+        student.train(was_training)
+    accelerator.wait_for_everyone()
+    return paths
+
+
+def _card(cfg: Config, method: str):
+    from ..export import ModelCardInfo
+
+    base = cfg.model.teacher or cfg.model.student or "unknown"
+    return ModelCardInfo(
+        base_model=base,
+        method=method,
+        data_description=cfg.data.dataset,
+        guidance_scale=cfg.train.validation_guidance_scale,
+        omega_range=(cfg.objective.omega_min, cfg.objective.omega_max),
+        solver=cfg.objective.solver if method == "LCD" else None,
+    )
+
+
+def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[str, Path]:
+    """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked."""
+    from ..export import push_to_hub, save_lcm_pipeline
+
+    written: dict[str, Path] = {}
+    if accelerator.is_main_process:
+        out = Path(cfg.train.output_dir)
+        method = cfg.objective.kind.upper()
+        card = _card(cfg, method)
+        unet = student
+        if models.lora:
+            unet = _save_lora_and_merge(student, out / "lora")
+            written["lora"] = out / "lora"
+        common = dict(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
+                      teacher_scheduler_config=models.scheduler_config, num_points=cfg.objective.num_points, card=card)  # fmt: skip
+        written["student"] = save_lcm_pipeline(out / "student", unet=unet, **common)
+        if models.target is not None:
+            written["target"] = save_lcm_pipeline(out / "target", unet=models.target, **common)
+        if cfg.train.push_to_hub:
+            key = "target" if "target" in written else "student"
+            push_to_hub(written[key], cfg.train.hub_model_id)
+        logger.info("exported %s", {k: str(v) for k, v in written.items()})
+    accelerator.wait_for_everyone()
+    return written
+
+
+def _save_lora_and_merge(unet, folder: Path):
+    """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights``; return a merged plain UNet copy."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+    merged = copy.deepcopy(unet)
+    merged.fuse_lora()
+    merged.unload_lora()
+    return merged

@@ -1,0 +1,195 @@
+"""Build teacher, student and target from diffusers checkpoints, under one dtype policy (DESIGN.md §3).
+
+- Teacher: the SD UNet of ``model.teacher`` (folder or hub id), frozen; prediction type from its scheduler config.
+- Student: the teacher's UNet config plus ``time_cond_proj_dim`` (the omega input), teacher weights loaded; the only
+  new tensor is ``time_embedding.cond_proj.weight`` (zero init: student == teacher at step 0; random: diffusers').
+  With LoRA the student is the teacher's UNet with peft adapters (no omega input) and the teacher is the same
+  module with adapters disabled, so only one UNet is in memory.
+- Target: an EMA copy of the student (mu > 0), or the student itself under no_grad (mu = 0).
+- dtype policy: frozen teacher / VAE / text encoder in ``model.frozen_dtype``; student master weights fp32;
+  schedule and consistency math fp32 (lcm_distill.functional).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .functional import NoiseSchedule
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Models:
+    """Everything a consistency step needs besides data."""
+
+    student: nn.Module
+    target: nn.Module | None  # None: the student under no_grad (mu = 0)
+    teacher: nn.Module | None  # None: LCF (no teacher) or LoRA (student with adapters disabled)
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    scheduler_config: dict
+    schedule: NoiseSchedule
+    omega_dim: int | None  # time_cond_proj_dim of the student; None: no omega input (LoRA on a plain UNet)
+    lora: bool = False
+    frozen_dtype: torch.dtype = torch.float32
+
+    def to(self, device: torch.device) -> Models:
+        for m in (self.student, self.target, self.teacher, self.vae, self.text_encoder):
+            if m is not None:
+                m.to(device)
+        return self
+
+    @contextlib.contextmanager
+    def teacher_unet(self, student: nn.Module | None = None) -> Iterator[nn.Module]:
+        """The frozen teacher; with LoRA, the (unwrapped) student with adapters disabled for the duration."""
+        if self.teacher is not None:
+            yield self.teacher
+            return
+        if not self.lora:
+            raise RuntimeError("this run has no teacher (LCF); the LCD objective needs model.teacher.")
+        unet = student if student is not None else self.student
+        unet.disable_adapters()
+        try:
+            yield unet
+        finally:
+            unet.enable_adapters()
+
+    @torch.no_grad()
+    def encode_prompts(self, captions: list[str]) -> Tensor:
+        """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length."""
+        ids = self.tokenizer(
+            captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # fmt: skip
+        device = next(self.text_encoder.parameters()).device
+        return self.text_encoder(ids.to(device))[0]
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """VAE posterior (mean, std) of pixel batches in [-1, 1], already times the VAE scaling factor (fp32)."""
+        p = next(self.vae.parameters())
+        dist = self.vae.encode(pixel_values.to(p.device, p.dtype)).latent_dist
+        scale = float(self.vae.config.scaling_factor)
+        return dist.mean.float() * scale, dist.std.float() * scale
+
+
+def _scheduler_config(source: str, revision: str | None) -> dict:
+    from diffusers import DDPMScheduler
+
+    return dict(DDPMScheduler.load_config(source, subfolder="scheduler", revision=revision))
+
+
+def _frozen(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    module.requires_grad_(False)
+    module.eval()
+    return module if next(module.parameters()).dtype == dtype else module.to(dtype=dtype)
+
+
+def build_student(teacher_unet: nn.Module, omega_dim: int, init: str, seed: int = 0) -> nn.Module:
+    """A copy of the teacher UNet with an omega input (``time_cond_proj_dim``); see module docstring."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(teacher_unet.config)
+    config["time_cond_proj_dim"] = omega_dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = UNet2DConditionModel.from_config(config)
+    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
+    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
+        raise RuntimeError(
+            f"teacher UNet does not fit the student built from its config: missing={missing}, "
+            f"unexpected={unexpected}. Is model.teacher an SD-1/2-style UNet2DConditionModel?"
+        )
+    if init == "zero":
+        nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student.float()
+
+
+def _attach_lora(unet: nn.Module, cfg: Config) -> nn.Module:
+    from peft import LoraConfig
+
+    lc = cfg.model.lora
+    unet.add_adapter(
+        LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
+    )
+    return unet
+
+
+def load_models(cfg: Config) -> Models:
+    """Load and build every network of the run on CPU (the engine moves them)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    m = cfg.model
+    frozen = DTYPES[m.frozen_dtype]
+    source = m.student if (cfg.objective.kind == "lcf" and m.student) else m.teacher
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=m.revision)
+    text_encoder = _frozen(CLIPTextModel.from_pretrained(source, subfolder="text_encoder", revision=m.revision), frozen)
+    vae = (
+        AutoencoderKL.from_pretrained(m.vae)
+        if m.vae
+        else AutoencoderKL.from_pretrained(source, subfolder="vae", revision=m.revision)
+    )
+    vae = _frozen(vae, frozen)
+    sched_cfg = _scheduler_config(source, m.revision)
+    schedule = NoiseSchedule.from_config(sched_cfg)
+    base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
+    teacher = None
+    if m.lora.enabled:
+        student = _attach_lora(base.float(), cfg)
+        base.requires_grad_(False)
+        for name, p in student.named_parameters():
+            p.requires_grad_("lora_" in name)
+        omega_dim = None
+    elif cfg.objective.kind == "lcf" and m.student:
+        student = base.float()
+        omega_dim = student.config.time_cond_proj_dim
+    else:
+        omega_dim = base.config.time_cond_proj_dim or m.omega_embed_dim
+        if base.config.time_cond_proj_dim is not None:
+            logger.info("teacher already has time_cond_proj_dim=%s; the student reuses it", omega_dim)
+            student = copy.deepcopy(base).float()
+        else:
+            student = build_student(base, omega_dim, m.cond_proj_init, cfg.train.seed)
+        if cfg.objective.kind == "lcd":
+            teacher = _frozen(base, frozen)
+    if cfg.objective.kind == "lcd" and teacher is None and not m.lora.enabled:
+        raise RuntimeError("LCD needs a teacher UNet; set model.teacher.")
+    if m.attention == "eager":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        for net in (student, teacher):
+            if net is not None:
+                net.set_attn_processor(AttnProcessor())
+    if m.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+    student.train()
+    target = None
+    if cfg.train.ema_decay > 0:
+        target = copy.deepcopy(student).requires_grad_(False)
+    return Models(
+        student=student,
+        target=target,
+        teacher=teacher,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler_config=sched_cfg,
+        schedule=schedule,
+        omega_dim=omega_dim,
+        lora=m.lora.enabled,
+        frozen_dtype=frozen,
+    )

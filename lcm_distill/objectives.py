@@ -1,0 +1,138 @@
+"""LCD and LCF as one consistency step: batch -> loss (LCM paper Algorithm 1 and Algorithm 4).
+
+The two objectives differ only in where the target point z_{t_n} comes from:
+- LCD: one step of the teacher's augmented PF-ODE from z_{t_{n+k}} (solver + CFG placement, Eq. 14-17);
+- LCF: the same noise at t_n on the data, z_{t_n} = alpha(t_n) z + sigma(t_n) eps (teacher-free).
+Then loss = d(f_theta(z_{t_{n+k}}, omega, c, t_{n+k}), f_theta-(z_{t_n}, omega, c, t_n)).
+
+All randomness of a step (timesteps, omega, noise, the latent posterior sample) is drawn for the *global* batch
+from a generator seeded by (seed, step, micro-batch) and sliced per rank, so P processes reproduce one process
+with the same global batch, and a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .config import ObjectiveConfig
+from .functional import (
+    NoiseSchedule,
+    SkippingGrid,
+    boundary_scalings,
+    consistency_function,
+    consistency_loss,
+    guided_solver_step,
+    omega_embedding,
+    sample_omega,
+    to_x0_eps,
+)
+
+
+@dataclass
+class StepNoise:
+    """Per-sample randomness of one micro-batch."""
+
+    start: Tensor  # t_{n+k} (B,) int64
+    end: Tensor  # t_n (B,) int64
+    omega: Tensor  # (B,) fp32
+    noise: Tensor  # forward-process noise (B, C, h, w)
+    latent_eps: Tensor  # standard normal for the VAE posterior sample (B, C, h, w)
+
+    def slice(self, lo: int, hi: int) -> StepNoise:
+        return StepNoise(*(getattr(self, f)[lo:hi] for f in ("start", "end", "omega", "noise", "latent_eps")))
+
+    def to(self, device: torch.device) -> StepNoise:
+        return StepNoise(*(getattr(self, f).to(device) for f in ("start", "end", "omega", "noise", "latent_eps")))
+
+
+def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + micro)
+
+
+def draw_step_noise(
+    generator: torch.Generator,
+    global_batch: int,
+    latent_shape: tuple[int, ...],
+    grid: SkippingGrid,
+    cfg: ObjectiveConfig,
+) -> StepNoise:
+    """Draw (t_{n+k}, t_n), omega and the two noises for the whole global micro-batch, on CPU in fp32."""
+    start, end = grid.sample_pairs(global_batch, generator=generator)
+    omega = sample_omega(global_batch, cfg.omega_min, cfg.omega_max, generator=generator)
+    noise = torch.randn((global_batch, *latent_shape), generator=generator)
+    latent_eps = torch.randn((global_batch, *latent_shape), generator=generator)
+    return StepNoise(start, end, omega, noise, latent_eps)
+
+
+def consistency_output(
+    unet: nn.Module,
+    x: Tensor,
+    t: Tensor,
+    prompt_embeds: Tensor,
+    omega_emb: Tensor | None,
+    schedule: NoiseSchedule,
+) -> Tensor:
+    """f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t)) in fp32 (LCM Eq. 9)."""
+    out = unet(x, t, encoder_hidden_states=prompt_embeds, timestep_cond=omega_emb).sample.float()
+    alpha, sigma = schedule.alpha_sigma(t, x.ndim)
+    x0, _ = to_x0_eps(out, x, alpha, sigma, schedule.prediction_type)
+    c_skip, c_out = boundary_scalings(t)
+    return consistency_function(x, x0, c_skip, c_out)
+
+
+def teacher_pair(teacher: nn.Module, prompt_embeds: Tensor, uncond_embeds: Tensor, schedule: NoiseSchedule) -> Callable:
+    """Pair denoiser for the solvers: cond and uncond in ONE batched teacher forward on [x_c; x_u]."""
+    dtype = next(teacher.parameters()).dtype
+    context = torch.cat([prompt_embeds, uncond_embeds]).to(dtype)
+
+    def pair(x_c: Tensor, x_u: Tensor, t: Tensor):
+        x = torch.cat([x_c, x_u])
+        tt = torch.cat([t, t])
+        out = teacher(x.to(dtype), tt, encoder_hidden_states=context).sample.float()
+        alpha, sigma = schedule.alpha_sigma(tt, x.ndim)
+        x0, eps = to_x0_eps(out, x, alpha, sigma, schedule.prediction_type)
+        B = x_c.shape[0]
+        return (x0[:B], eps[:B]), (x0[B:], eps[B:])
+
+    return pair
+
+
+def consistency_step(
+    *,
+    student: nn.Module,
+    target: nn.Module,
+    teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None,
+    latents: Tensor,
+    prompt_embeds: Tensor,
+    uncond_embeds: Tensor | None,
+    noise: StepNoise,
+    schedule: NoiseSchedule,
+    omega_dim: int | None,
+    cfg: ObjectiveConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[Tensor, dict[str, float]]:
+    """One LCD/LCF loss on a micro-batch of clean latents (fp32). ``teacher_ctx`` yields the teacher (LCD only)."""
+    x = schedule.add_noise(latents, noise.noise, noise.start)
+    omega_emb = omega_embedding(noise.omega, omega_dim).to(x.device) if omega_dim else None
+    with autocast():
+        pred = consistency_output(student, x, noise.start, prompt_embeds, omega_emb, schedule)
+    with torch.no_grad():
+        if cfg.kind == "lcd":
+            if teacher_ctx is None or uncond_embeds is None:
+                raise ValueError("the LCD objective needs a teacher and unconditional embeddings.")
+            with teacher_ctx() as teacher:
+                pair = teacher_pair(teacher, prompt_embeds, uncond_embeds, schedule)
+                x_prev = guided_solver_step(
+                    pair, x, noise.start, noise.end, noise.omega, schedule, cfg.solver, cfg.cfg_placement
+                )
+        else:
+            x_prev = schedule.add_noise(latents, noise.noise, noise.end)
+        with autocast():
+            tgt = consistency_output(target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
+    loss = consistency_loss(pred, tgt, cfg.loss, cfg.huber_c)
+    return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}
