@@ -12,11 +12,21 @@ from .config import ConfigError, load_config
 def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=f"{kind.upper()} training (lcm-distill).")
     p.add_argument("--config", required=True, help="YAML file (see configs/).")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key, YAML-parsed value; repeatable, e.g. --set train.max_train_steps=10")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one key, YAML-parsed value; repeatable, e.g. --set train.max_train_steps=10",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the newest checkpoint in train.output_dir, or from a checkpoint folder")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="latest|PATH",
+        help="continue from the newest checkpoint in train.output_dir, or from a checkpoint folder",
+    )
     return p
 
 

@@ -8,6 +8,7 @@ non-finite losses skipped and counted, validation grids, export of student/targe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -69,10 +70,8 @@ class _StopFlag:
 
     def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. a notebook worker): no handler
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
-                pass
         return self
 
     def _handle(self, signum, frame) -> None:

@@ -114,8 +114,14 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
         if models.lora:
             unet = _save_lora_and_merge(student, out / "lora")
             written["lora"] = out / "lora"
-        common = dict(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
-                      teacher_scheduler_config=models.scheduler_config, num_points=cfg.objective.num_points, card=card)  # fmt: skip
+        common = dict(
+            vae=models.vae,
+            text_encoder=models.text_encoder,
+            tokenizer=models.tokenizer,
+            teacher_scheduler_config=models.scheduler_config,
+            num_points=cfg.objective.num_points,
+            card=card,
+        )
         written["student"] = save_lcm_pipeline(out / "student", unet=unet, **common)
         if models.target is not None:
             written["target"] = save_lcm_pipeline(out / "target", unet=models.target, **common)
