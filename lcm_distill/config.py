@@ -187,6 +187,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}.")
         return value
     if annotation is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 1e-3 as a string; accept any float literal
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}.")
         return float(value)

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from lcm_distill.cli import main
+from lcm_distill.config import Config, ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_parse(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_paper_settings_in_sd21_base_config():
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "lcd_sd21_base_512.yaml")
+    assert (cfg.objective.omega_min, cfg.objective.omega_max, cfg.objective.num_points) == (2.0, 14.0, 50)
+    assert cfg.optim.learning_rate == 8e-6 and cfg.train.ema_decay == 0.999943 and cfg.objective.solver == "ddim"
+
+
+def test_overrides_and_errors_name_the_key(tmp_path):
+    ok = ["model.teacher=t", "data.dataset=d"]
+    cfg = load_config(None, [*ok, "train.max_train_steps=7", "objective.solver=dpm_solver_pp_2s"])
+    assert cfg.train.max_train_steps == 7 and cfg.objective.solver == "dpm_solver_pp_2s"
+    with pytest.raises(ConfigError, match=r"train\.max_steps"):
+        load_config(None, [*ok, "train.max_steps=7"])
+    with pytest.raises(ConfigError, match=r"train\.max_train_steps"):
+        load_config(None, [*ok, "train.max_train_steps=ten"])
+    with pytest.raises(ConfigError, match=r"objective\.solver"):
+        load_config(None, [*ok, "objective.solver=euler"])
+    with pytest.raises(ConfigError, match=r"objective\.omega_min"):
+        load_config(None, [*ok, "objective.omega_min=9", "objective.omega_max=3"])
+    with pytest.raises(ConfigError, match=r"model\.teacher"):
+        load_config(None, ["data.dataset=d"])
+    with pytest.raises(ConfigError, match=r"train\.ema_decay=0"):
+        load_config(None, [*ok, "model.lora.enabled=true"])
+    with pytest.raises(ConfigError, match=r"num_points"):
+        load_config(None, [*ok, "objective.num_points=30"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, [*ok, "train.max_train_steps"])
+
+
+def test_cli_dry_run_prints_resolved_config(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {teacher: t}\ndata: {dataset: d}\n")
+    assert main(["--config", str(path), "--set", "train.seed=5", "--dry-run"], kind="lcd", prog="train_lcd.py") == 0
+    printed = capsys.readouterr().out
+    assert "seed: 5" in printed and "teacher: t" in printed
+    assert main(["--config", str(path), "--set", "objective.kind=lcf"], kind="lcd", prog="train_lcd.py") == 2
+    assert "this script trains 'lcd'" in capsys.readouterr().err
+    assert main(["--config", str(path), "--set", "nope.x=1"], kind="lcd", prog="train_lcd.py") == 2
+    assert "nope" in capsys.readouterr().err
