@@ -40,7 +40,7 @@ def test_overrides_and_errors_name_the_key(tmp_path):
         load_config(None, [*ok, "objective.num_points=30"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         load_config(None, [*ok, "train.max_train_steps"])
 
 
