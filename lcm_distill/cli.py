@@ -48,7 +48,8 @@ def main(argv: list[str] | None, kind: str, prog: str) -> int:
     from .engine import train
 
     result = train(cfg, resume=args.resume)
-    print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
-          f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "
-          f"non-finite steps {result.nonfinite_total}")  # fmt: skip
+    if result.is_main_process:
+        print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
+              f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "
+              f"non-finite steps {result.nonfinite_total}")  # fmt: skip
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class TrainResult:
     losses: list[float]
     nonfinite_total: int
     skipped_samples: int
+    is_main_process: bool = True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,7 +104,11 @@ def _accelerator(cfg: Config):
     from accelerate.utils import ProjectConfiguration
 
     out = Path(cfg.train.output_dir)
+    # accelerate only forms a CPU process group (gloo) when told cpu=True; do so when launched multi-process
+    # (torchrun / accelerate launch set WORLD_SIZE) on a machine without CUDA.
+    cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
+        cpu=cpu_group,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=cfg.train.mixed_precision,
         log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
@@ -239,7 +245,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             export_pipelines(accelerator, cfg, models, unwrapped)
     accelerator.end_training()
     return TrainResult(state.step, status, out, last_ckpt, losses, state.nonfinite_total,
-                       batches.position.skipped_samples)  # fmt: skip
+                       batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
 
 
 def _micro_step(batch, noise, models, student, target, teacher_ctx, uncond, accelerator, cfg) -> torch.Tensor | None:
