@@ -50,8 +50,9 @@ class StepNoise:
         return StepNoise(*(getattr(self, f).to(device) for f in ("start", "end", "omega", "noise", "latent_eps")))
 
 
-def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + micro)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of optimiser step ``step``: step randomness is a pure function of (seed, step)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 def draw_step_noise(

@@ -180,12 +180,15 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
             step_losses, bad = [], False
+            # One draw for the step's whole global batch (accum x world x B), sliced like the data: any split of
+            # the same global batch over processes and accumulation sees the same samples with the same noise.
+            step_noise = draw_step_noise(
+                step_generator(tc.seed, state.step), accum * world * B, latent_shape, grid, cfg.objective
+            )
             for micro in range(accum):
                 batch = next(data_iter)
-                noise = draw_step_noise(
-                    step_generator(tc.seed, state.step, micro), B * world, latent_shape, grid, cfg.objective
-                )
-                noise = noise.slice(rank * B, rank * B + B).to(accelerator.device)
+                lo = (micro * world + rank) * B
+                noise = step_noise.slice(lo, lo + B).to(accelerator.device)
                 with accelerator.accumulate(student):
                     loss = _micro_step(batch, noise, models, student, target, teacher_ctx, uncond, accelerator, cfg)
                     finite = torch.tensor(

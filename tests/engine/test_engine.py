@@ -87,3 +87,13 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(make_cfg, monkeypatch):
     monkeypatch.setattr(objectives, "consistency_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(NonFiniteLossError, match="last good checkpoint: none"):
         train(make_cfg("train.max_nonfinite_steps=3", "train.max_train_steps=10"))
+
+
+def test_gradient_accumulation_equals_the_same_global_batch(make_cfg):
+    over = ("train.max_train_steps=2", "train.export=true", "optim.adam_epsilon=1.0", "optim.learning_rate=0.05")
+    big = train(make_cfg(*over, "train.per_device_batch_size=4", out="big"))
+    acc = train(make_cfg(*over, "train.per_device_batch_size=2", "train.gradient_accumulation_steps=2", out="acc"))
+    for a, b in zip(big.losses, acc.losses, strict=True):
+        assert abs(a - b) < 1e-6 * max(1.0, abs(a))
+    x, y = _unet_weights(big.output_dir / "student"), _unet_weights(acc.output_dir / "student")
+    assert max((x[k] - y[k]).abs().max().item() for k in x) < 1e-6

@@ -127,13 +127,13 @@ def test_lcf_points_share_noise_at_grid_timesteps(monkeypatch):
         torch.testing.assert_close((x - a * latents) / sg, noise.noise, atol=1e-4, rtol=1e-4)  # same eps at both
 
 
-def test_step_noise_is_a_pure_function_of_seed_step_micro():
+def test_step_noise_is_a_pure_function_of_seed_and_step():
     grid = SkippingGrid(1000, 50)
     from lcm_distill.config import ObjectiveConfig
 
-    a = draw_step_noise(step_generator(0, 5, 1), 4, (4, 2, 2), grid, ObjectiveConfig())
-    b = draw_step_noise(step_generator(0, 5, 1), 4, (4, 2, 2), grid, ObjectiveConfig())
-    c = draw_step_noise(step_generator(0, 6, 1), 4, (4, 2, 2), grid, ObjectiveConfig())
+    a = draw_step_noise(step_generator(0, 5), 4, (4, 2, 2), grid, ObjectiveConfig())
+    b = draw_step_noise(step_generator(0, 5), 4, (4, 2, 2), grid, ObjectiveConfig())
+    c = draw_step_noise(step_generator(0, 6), 4, (4, 2, 2), grid, ObjectiveConfig())
     assert torch.equal(a.noise, b.noise) and torch.equal(a.start, b.start) and not torch.equal(a.noise, c.noise)
     half = a.slice(2, 4)
     assert torch.equal(half.omega, a.omega[2:]) and half.noise.shape[0] == 2
