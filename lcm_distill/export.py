@@ -24,7 +24,7 @@ file is copied beside the weights so ``custom_pipeline="pipeline_lcm"`` works fr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,7 @@ def save_lcm_pipeline(
     out = Path(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     has_omega = unet.config.get("time_cond_proj_dim") is not None
+    card = replace(card, model_name=card.model_name or out.name)
     (out / "README.md").write_text(render_model_card(card, int(num_points), has_omega), encoding="utf-8")
     return out
 

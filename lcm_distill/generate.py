@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = LCMPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype))
+        dtype = {} if args.dtype == "float32" else {"torch_dtype": getattr(torch, args.dtype)}
+        pipe = LCMPipeline.from_pretrained(args.model, **dtype)
     except (OSError, ValueError) as err:
         parser.error(f"--model {args.model}: could not load a diffusers pipeline ({err}).")
     pipe = pipe.to(device)

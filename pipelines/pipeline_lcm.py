@@ -193,13 +193,8 @@ class LCMPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         """CLIP last hidden states for the prompts, each repeated num_images_per_prompt times (no negative prompt:
         guided distillation baked the unconditional "" into the student)."""
-        ids = self.tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
+        tok = self.tokenizer
+        ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
         mask = ids.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
         embeds = self.text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
         return embeds.to(dtype=self.text_encoder.dtype, device=device).repeat_interleave(num_images_per_prompt, dim=0)
@@ -232,7 +227,7 @@ class LCMPipeline(DiffusionPipeline):
         alphas_cumprod = self.scheduler.alphas_cumprod.to(sample.device)
         alpha_prod_t = alphas_cumprod[timestep]
         beta_prod_t = 1 - alpha_prod_t
-        scaled = timestep * cfg.timestep_scaling
+        scaled = timestep * cfg.get("timestep_scaling", 10.0)
         c_skip = 0.5**2 / (scaled**2 + 0.5**2)
         c_out = scaled / (scaled**2 + 0.5**2) ** 0.5
         if cfg.prediction_type == "epsilon":
@@ -299,9 +294,7 @@ class LCMPipeline(DiffusionPipeline):
         if kw["latents"] is not None and kw["latents"].shape[0] != total:
             raise ValueError(f"`latents` has batch {kw['latents'].shape[0]} but the prompts ask for {total} images.")
         image = kw["image"]
-        n_img = len(image) if isinstance(image, list) else (image.shape[0] if isinstance(image, torch.Tensor) else 1)
-        if isinstance(image, torch.Tensor) and image.ndim == 3:
-            n_img = 1
+        n_img = len(image) if isinstance(image, list) or (isinstance(image, torch.Tensor) and image.ndim == 4) else 1
         if image is not None and n_img not in (1, batch):
             raise ValueError(f"Got {n_img} images for {batch} prompts; pass one image or one per prompt.")
 
@@ -338,9 +331,8 @@ class LCMPipeline(DiffusionPipeline):
         if image is None and strength not in (None, 1.0):
             raise ValueError(f"strength={strength} only applies to img2img; pass `image=` or drop `strength`.")
         strength = (DEFAULT_IMG2IMG_STRENGTH if image is not None else 1.0) if strength is None else strength
-        batch = 1 if isinstance(prompt, str) else (len(prompt) if isinstance(prompt, list) else None)
-        if batch is None and prompt_embeds is not None:
-            batch = prompt_embeds.shape[0]
+        batch = 1 if isinstance(prompt, str) else len(prompt) if isinstance(prompt, list) else None
+        batch = prompt_embeds.shape[0] if batch is None and prompt_embeds is not None else batch
         self.check_inputs(
             prompt,
             prompt_embeds,
@@ -368,14 +360,8 @@ class LCMPipeline(DiffusionPipeline):
         if latents is not None:
             latents = latents.to(device=device, dtype=prompt_embeds.dtype)
         elif image is None:
-            height = height or self.unet.config.sample_size * self.vae_scale_factor
-            width = width or self.unet.config.sample_size * self.vae_scale_factor
-            shape = (
-                total,
-                self.unet.config.in_channels,
-                height // self.vae_scale_factor,
-                width // self.vae_scale_factor,
-            )
+            f, size = self.vae_scale_factor, self.unet.config.sample_size
+            shape = (total, self.unet.config.in_channels, (height or size * f) // f, (width or size * f) // f)
             latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
             latents = latents * self.scheduler.init_noise_sigma
         else:
@@ -412,12 +398,10 @@ class LCMPipeline(DiffusionPipeline):
                 t_next = t_all[i + 1] if i + 1 < len(schedule) else None
                 latents, denoised = self.consistency_step(model_output, t, latents, t_next, noise_fraction, generator)
                 if callback_on_step_end is not None:
-                    scope = {"latents": latents, "denoised": denoised, "prompt_embeds": prompt_embeds}
-                    scope["w_embedding"] = w_embedding
-                    out = callback_on_step_end(self, i, t, {k: scope[k] for k in callback_on_step_end_tensor_inputs})
-                    out = out or {}
-                    latents = out.get("latents", latents)
-                    denoised = out.get("denoised", denoised)
+                    scope = locals()  # the tensors named in _callback_tensor_inputs are local variables
+                    wanted = {k: scope[k] for k in callback_on_step_end_tensor_inputs}
+                    out = callback_on_step_end(self, i, t, wanted) or {}
+                    latents, denoised = out.get("latents", latents), out.get("denoised", denoised)
                     prompt_embeds = out.get("prompt_embeds", prompt_embeds)
                     w_embedding = out.get("w_embedding", w_embedding)
                 progress.update()
@@ -443,7 +427,7 @@ class LCMPipeline(DiffusionPipeline):
         ``push_to_hub=True`` uploads after those edits (repo_id, token, private, commit_message as in diffusers).
         """
         push = kwargs.pop("push_to_hub", False)
-        hub = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "create_pr") if k in kwargs}
+        hub = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message") if k in kwargs}
         super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
         shutil.copyfile(os.path.abspath(__file__), os.path.join(save_directory, PIPELINE_FILE_NAME))
         index_path = os.path.join(save_directory, "model_index.json")
@@ -460,9 +444,4 @@ class LCMPipeline(DiffusionPipeline):
             api = HfApi(token=hub.get("token"))
             repo_id = hub.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
             api.create_repo(repo_id, private=hub.get("private"), exist_ok=True)
-            api.upload_folder(
-                folder_path=save_directory,
-                repo_id=repo_id,
-                commit_message=hub.get("commit_message"),
-                create_pr=hub.get("create_pr", False),
-            )
+            api.upload_folder(folder_path=save_directory, repo_id=repo_id, commit_message=hub.get("commit_message"))

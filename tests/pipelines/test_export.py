@@ -98,6 +98,7 @@ def test_model_card(lcm_folder):
     assert front["base_model"] == "tiny/sd-teacher" and front["library_name"] == "diffusers"
     assert front["license"] == "openrail++" and front["datasets"] == ["tiny/captions"]
     assert {"lcm", "lcd", "latent-consistency-model"} <= set(front["tags"])
+    assert text.split("---\n")[2].startswith("\n# tiny-lcm\n")  # title: the folder name unless model_name is set
     assert "Latent Consistency Distillation" in text and "Recommended steps**: 1, 2, 4" in text
     assert "ω = guidance_scale − 1 = 7.5" in text and "guidance_scale ∈ [3, 15]" in text
     assert 'custom_pipeline="pipeline_lcm", trust_remote_code=True' in text and REPO_PLACEHOLDER in text
