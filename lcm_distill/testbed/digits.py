@@ -118,8 +118,9 @@ class DigitsSplit:
     file_names: list[str]
 
 
-def build_split(split: str, config: DigitsConfig = DigitsConfig()) -> DigitsSplit:
+def build_split(split: str, config: DigitsConfig | None = None) -> DigitsSplit:
     """Render one split: every held scan in every colour (balanced over the 60 digit/colour prompts)."""
+    config = config or DigitsConfig()
     if split not in SPLITS:
         raise ValueError(f"split={split!r} must be one of {SPLITS}.")
     masks, labels = load_source_digits()
@@ -140,8 +141,9 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def write_imagefolder(root: str | Path, config: DigitsConfig = DigitsConfig()) -> Path:
+def write_imagefolder(root: str | Path, config: DigitsConfig | None = None) -> Path:
     """Write both splits as a Hugging Face imagefolder (PNG + metadata.jsonl per split); returns ``root``."""
+    config = config or DigitsConfig()
     from PIL import Image
 
     root = Path(root)

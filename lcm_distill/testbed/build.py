@@ -1,0 +1,179 @@
+"""``python -m lcm_distill.testbed.build``: regenerate every testbed asset (seeded) and check the teachers.
+
+Steps: render the digits imagefolder -> train the VAE -> train the digit/colour classifier -> train the epsilon and
+v-prediction teachers (DDPM, caption dropout) -> save them as StableDiffusionPipeline folders (safetensors) ->
+measure each teacher with the evaluation harness (DDIM at several step counts, domain FID vs the test split,
+prompt accuracy) -> write ``manifest.json`` with configs, timings and numbers.
+
+The text encoder is a randomly initialised, frozen CLIPTextModel (seed 0) with the real CLIP BPE tokenizer cut to
+1,000 merges. Why not train it: SD's text encoder is frozen too, distillation keeps it frozen, and the teacher's
+cross-attention learns to read a fixed random transformer's token states as well as a trained one's for 60
+two-word prompts (the prompt-accuracy numbers in manifest.json are the check). It also keeps the empty prompt ""
+a fixed, distinct input, which is all classifier-free guidance needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .digits import DigitsConfig, build_split, write_imagefolder
+from .train import (
+    ClassifierTrainConfig,
+    TeacherTrainConfig,
+    VAETrainConfig,
+    classifier_accuracy,
+    train_classifier,
+    train_teacher,
+    train_vae,
+)
+
+log = logging.getLogger("testbed.build")
+TEXT_MERGES = 1000
+TEACHERS = {"teacher-eps": "epsilon", "teacher-v": "v_prediction"}
+
+
+def _progress(name: str, every: int):
+    t0 = time.time()
+
+    def report(step: int, stats: dict) -> None:
+        if step % every == 0:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "elapsed_s")
+            log.info("%s step %d %s (%.0fs)", name, step, shown, time.time() - t0)
+
+    return report
+
+
+def save_teacher(out: Path, vae, text_encoder, tokenizer, unet, prediction_type: str) -> Path:
+    """A StableDiffusionPipeline folder in safetensors with SD 2.x scheduler settings (DDIM config)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from ..testing import tiny_scheduler_config
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**tiny_scheduler_config(prediction_type)),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def check_teacher(folder: Path, data_dir: Path, assets: Path, steps: list[int], guidance: list[float],
+                  num_images: int, out_dir: Path | None) -> list[dict]:
+    """DDIM quality of a saved teacher through the evaluation harness: domain FID vs test split, prompt accuracy."""
+    from ..evaluation import EvalConfig, extract_features, load_pipeline, run_evaluation, select_prompts
+    from .digits import read_imagefolder
+    from .scorers import load_prompt_accuracy, load_testbed_features
+
+    ref, captions = read_imagefolder(data_dir, "test")
+    feats = load_testbed_features(assets)
+    pipe = load_pipeline(str(folder), "teacher-ddim")
+    config = EvalConfig(steps=tuple(steps), guidance_scales=tuple(guidance), batch_size=100, grid_prompts=10)
+    report = run_evaluation(pipe, select_prompts(captions, num_images), config, out_dir, feats,
+                            extract_features(feats, ref), [load_prompt_accuracy(assets)],
+                            {"model": str(folder), "kind": "teacher-ddim", "timestep_spacing": "trailing",
+                             "reference": {"path": str(data_dir), "split": "test", "num_images": len(ref)}})
+    return [{"steps": r.steps, "guidance_scale": r.guidance_scale, "fid": round(r.fid, 3),
+             **{k: round(v, 4) for k, v in r.scores.items()}} for r in report.results]
+
+
+def data_floor_fid(assets: Path, config: DigitsConfig) -> float:
+    """FID of real train images vs real test images: the best any generator can expect with these features."""
+    from ..evaluation import extract_features, fid_from_features
+    from .scorers import load_testbed_features
+
+    feats = load_testbed_features(assets)
+    return fid_from_features(extract_features(feats, build_split("test", config).images),
+                             extract_features(feats, build_split("train", config).images))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcm_distill.testbed.build", description=__doc__.split("\n\n")[0])
+    p.add_argument("--assets", default="assets/testbed", help="where teachers, classifier and manifest go")
+    p.add_argument("--data-dir", default="outputs/testbed-digits", help="where the imagefolder is rendered")
+    p.add_argument("--only", nargs="+", choices=["data", "vae", "classifier", "teachers", "check"],
+                   help="run only these stages (later stages reuse earlier outputs on disk)")
+    p.add_argument("--teacher-steps", type=int, default=TeacherTrainConfig.steps)
+    p.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
+    p.add_argument("--classifier-steps", type=int, default=ClassifierTrainConfig.steps)
+    p.add_argument("--check-images", type=int, default=500, help="images per setting in the quality check")
+    p.add_argument("--check-steps", type=int, nargs="+", default=[1, 2, 4, 8, 50])
+    p.add_argument("--check-guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0, 8.0])
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the runs are sized for 1-2)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[testbed] %(message)s")
+    torch.set_num_threads(args.threads)
+    stages = set(args.only or ["data", "vae", "classifier", "teachers", "check"])
+    assets, data_dir = Path(args.assets), Path(args.data_dir)
+    assets.mkdir(parents=True, exist_ok=True)
+    manifest_path = assets / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    dcfg = DigitsConfig()
+    timings = manifest.setdefault("seconds", {})
+
+    def timed(name: str, fn):
+        t0 = time.time()
+        result = fn()
+        timings[name] = round(time.time() - t0, 1)
+        log.info("%s done in %.0fs", name, timings[name])
+        return result
+
+    if "data" in stages or not (data_dir / "test" / "metadata.jsonl").exists():
+        timed("data", lambda: write_imagefolder(data_dir, dcfg))
+    manifest["data"] = {"path": str(data_dir), **asdict(dcfg)}
+    train = build_split("train", dcfg)
+    vae_dir = assets / "teacher-eps" / "vae"
+    if "vae" in stages:
+        vcfg = VAETrainConfig(steps=args.vae_steps)
+        vae = timed("vae", lambda: train_vae(train.images, vcfg, _progress("vae", 200)))
+        manifest["vae"] = {**asdict(vcfg), "scaling_factor": vae.config.scaling_factor}
+    else:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+    if "classifier" in stages:
+        ccfg = ClassifierTrainConfig(steps=args.classifier_steps)
+        net = timed("classifier", lambda: train_classifier(train, ccfg))
+        net.save(assets / "classifier")
+        manifest["classifier"] = {**asdict(ccfg), "test_accuracy": classifier_accuracy(net, build_split("test", dcfg))}
+        log.info("classifier test accuracy %s", manifest["classifier"]["test_accuracy"])
+    if "teachers" in stages:
+        from ..testing import build_clip_tokenizer, tiny_text_encoder
+
+        text_encoder = tiny_text_encoder(TEXT_MERGES, seed=0).eval().requires_grad_(False)
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = build_clip_tokenizer(tmp, TEXT_MERGES)
+        from ..testing import tiny_scheduler_config
+
+        for name, pred in TEACHERS.items():
+            tcfg = TeacherTrainConfig(prediction_type=pred, steps=args.teacher_steps)
+            unet = timed(name, lambda tcfg=tcfg, name=name: train_teacher(
+                vae, text_encoder, tokenizer, tiny_scheduler_config(tcfg.prediction_type), train, tcfg,
+                _progress(name, 250)))
+            save_teacher(assets / name, vae, text_encoder, tokenizer, unet, pred)
+            text = f"random frozen CLIPTextModel (seed 0), CLIP BPE with {TEXT_MERGES} merges"
+            manifest[name] = {"train": asdict(tcfg), "text_encoder": text}
+    if "check" in stages:
+        manifest["data_floor_fid"] = round(timed("floor", lambda: data_floor_fid(assets, dcfg)), 3)
+        for name in TEACHERS:
+            manifest.setdefault(name, {})["ddim_check"] = timed(f"check-{name}", lambda name=name: check_teacher(
+                assets / name, data_dir, assets, args.check_steps, args.check_guidance, args.check_images,
+                Path("outputs") / "testbed-check" / name))
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    log.info("wrote %s", manifest_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
