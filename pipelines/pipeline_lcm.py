@@ -126,8 +126,8 @@ class LCMPipeline(DiffusionPipeline):
     it is TCD's stochastic step: move deterministically to the intermediate time r between 0 and s whose signal-to-
     noise ratio is SNR(s) / (1 - gamma) (r = s at gamma 0, clean data at gamma 1), then diffuse forward from r to s
     with fresh noise; gamma is the fraction of the noise variance at s that is fresh. (TCD places r = (1 - gamma) s
-    in timestep units instead, so the same number is not the same setting.) Lower gamma tends to keep detail as the
-    number of steps grows.
+    in timestep units instead, so the same number is not the same setting.) TCD reports that less fresh noise keeps
+    more detail as the number of steps grows; with 1 step gamma has no effect.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
