@@ -75,7 +75,7 @@ class Models:
             return_tensors="pt",
         ).input_ids  # fmt: skip
         device = next(self.text_encoder.parameters()).device
-        return self.text_encoder(ids.to(device))[0]
+        return self.text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
 
     @torch.no_grad()
     def encode_images(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:

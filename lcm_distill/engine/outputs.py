@@ -136,10 +136,9 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
 def _save_lora_and_merge(unet, folder: Path):
     """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights``; return a merged plain UNet copy."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    state = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B): what load_lora_weights reads back
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
     merged = copy.deepcopy(unet)
     merged.fuse_lora()
