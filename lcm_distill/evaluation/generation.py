@@ -39,18 +39,20 @@ def configure_scheduler(pipe, kind: str, timestep_spacing: str = "trailing") -> 
         if not isinstance(pipe.scheduler, LCMScheduler):
             pipe.scheduler = LCMScheduler.from_config(config)
         return
-    config["timestep_spacing"] = timestep_spacing
+    # Overrides go in as keyword arguments: from_config drops keys listed in the config's _use_default_values.
     if kind == "teacher-ddim":
-        pipe.scheduler = DDIMScheduler.from_config(config)
+        pipe.scheduler = DDIMScheduler.from_config(config, timestep_spacing=timestep_spacing)
     elif kind == "teacher-dpmpp":
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
+            config, timestep_spacing=timestep_spacing, algorithm_type="dpmsolver++", solver_order=2,
+            final_sigmas_type="zero",
         )
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # diffusers flags the noise-prediction variant as deprecated
             pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-                config, algorithm_type="dpmsolver", solver_order=2, final_sigmas_type="sigma_min"
+                config, timestep_spacing=timestep_spacing, algorithm_type="dpmsolver", solver_order=2,
+                final_sigmas_type="sigma_min",
             )
 
 

@@ -7,6 +7,7 @@ guidance scales instead of once per setting, while the FID/KID arithmetic stays 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -49,8 +50,10 @@ def kid_from_features(
 
     _check_pair(real, fake, minimum=2)
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = KernelInceptionDistance(feature=_Passthrough(real.shape[1]), subsets=subsets, subset_size=size,
-                                     normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features": they are ours already
+        metric = KernelInceptionDistance(feature=_Passthrough(real.shape[1]), subsets=subsets, subset_size=size,
+                                         normalize=True)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):

@@ -1,0 +1,59 @@
+"""python -m lcm_distill.evaluate: errors name the flag at fault; a full run writes the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lcm_distill.evaluate import main
+
+
+def _run_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    p = tmp_path / "prompts.txt"
+    p.write_text("a red digit 1\na blue digit 2\n\na green digit 3\n")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [(["--steps", "0", "2"], "--steps"),
+     (["--num-images", "0"], "--num-images"),
+     (["--fid-features", "clip"], "--fid-features"),
+     (["--fid-features", "inception"], "--fid-features inception needs --reference"),
+     (["--reference", "/nonexistent/ref"], "--reference"),
+     (["--guidance", "0.5"], "--guidance"),
+     (["--prompt-accuracy", "testbed", "--testbed-dir", "/nonexistent"], "--testbed-dir")],
+)
+def test_bad_flags_are_named(tiny_sd_dir, prompts_file, tmp_path, capsys, extra, flag):
+    argv = ["--model", str(tiny_sd_dir), "--kind", "teacher-ddim", "--prompts", str(prompts_file),
+            "--out", str(tmp_path / "o"), *extra]
+    assert flag in _run_error(argv, capsys)
+
+
+def test_bad_model_and_missing_prompts(tmp_path, capsys, tiny_sd_dir):
+    assert "--model" in _run_error(["--model", str(tmp_path), "--kind", "lcm", "--prompts", "x", "--out", "o"], capsys)
+    err = _run_error(["--model", str(tiny_sd_dir), "--kind", "teacher-ddim", "--out", "o"], capsys)
+    assert "--reference or --prompts" in err
+    assert "--kind" in _run_error(["--model", str(tiny_sd_dir), "--kind", "euler", "--out", "o"], capsys)
+
+
+def test_cli_end_to_end_with_prompts(tiny_sd_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["--model", str(tiny_sd_dir), "--kind", "teacher-dpmpp", "--prompts", str(prompts_file),
+               "--steps", "1", "2", "--guidance", "1", "4", "--num-images", "4", "--batch-size", "2",
+               "--fid-features", "none", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["scheduler"] == "DPMSolverMultistepScheduler" and data["timestep_spacing"] == "trailing"
+    assert len(data["results"]) == 4 and all(r["fid"] is None for r in data["results"])
+    assert (out / "quality_vs_steps.png").exists() and (out / "grid_g4.png").exists()
+    assert "wrote" in capsys.readouterr().out
