@@ -46,6 +46,20 @@ class Models:
     lora: bool = False
     frozen_dtype: torch.dtype = torch.float32
 
+    def __post_init__(self) -> None:
+        self._uncond: dict[int, Tensor] = {}
+
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        """(C, h, w) of the VAE latents of ``resolution``-pixel square images."""
+        hw = resolution // (2 ** (len(self.vae.config.block_out_channels) - 1))
+        return (self.vae.config.latent_channels, hw, hw)
+
+    def uncond_embeds(self, n: int) -> Tensor:
+        """Embeddings of n empty prompts, computed once per batch size (the teacher's unconditional branch)."""
+        if n not in self._uncond:
+            self._uncond[n] = self.encode_prompts([""] * n)
+        return self._uncond[n]
+
     def to(self, device: torch.device) -> Models:
         for m in (self.student, self.target, self.teacher, self.vae, self.text_encoder):
             if m is not None:

@@ -137,3 +137,33 @@ def consistency_step(
             tgt = consistency_output(target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
     loss = consistency_loss(pred, tgt, cfg.loss, cfg.huber_c)
     return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}
+
+
+def batch_loss(
+    models,
+    batch: dict,
+    noise: StepNoise,
+    student: nn.Module,
+    target: nn.Module,
+    teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None,
+    cfg: ObjectiveConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Tensor | None:
+    """Encode a data batch with the frozen VAE/text encoder (``models``) and return its consistency loss.
+
+    The latent is a fresh sample of the VAE posterior, mean + std * noise.latent_eps. None when every sample of
+    the batch was unreadable.
+    """
+    if batch["pixel_values"] is None:
+        return None
+    n = batch["pixel_values"].shape[0]
+    noise = noise.slice(0, n)
+    mean, std = models.encode_images(batch["pixel_values"])
+    latents = mean + std * noise.latent_eps.to(mean.device)
+    loss, _ = consistency_step(
+        student=student, target=target, teacher_ctx=teacher_ctx, latents=latents,
+        prompt_embeds=models.encode_prompts(batch["captions"]),
+        uncond_embeds=models.uncond_embeds(n) if cfg.kind == "lcd" else None,
+        noise=noise.to(mean.device), schedule=models.schedule, omega_dim=models.omega_dim, cfg=cfg, autocast=autocast,
+    )  # fmt: skip
+    return loss

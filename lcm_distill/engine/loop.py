@@ -23,7 +23,7 @@ from ..config import Config
 from ..data import ResumableBatches, build_dataset
 from ..functional import SkippingGrid
 from ..models import Models, load_models
-from ..objectives import consistency_step, draw_step_noise, step_generator
+from ..objectives import batch_loss, draw_step_noise, step_generator
 from .checkpoint import list_checkpoints, resolve_resume, save_checkpoint
 from .ema import ema_update
 from .outputs import export_pipelines, run_validation
@@ -162,15 +162,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     unwrapped = accelerator.unwrap_model(student)
     target = models.target if models.target is not None else unwrapped
     teacher_ctx = (lambda: models.teacher_unet(unwrapped)) if cfg.objective.kind == "lcd" else None
-    uncond_cache: dict[int, torch.Tensor] = {}
-
-    def uncond(n: int) -> torch.Tensor:
-        if n not in uncond_cache:
-            uncond_cache[n] = models.encode_prompts([""] * n)
-        return uncond_cache[n]
-
-    latent_hw = cfg.data.resolution // (2 ** (len(models.vae.config.block_out_channels) - 1))
-    latent_shape = (models.vae.config.latent_channels, latent_hw, latent_hw)
+    latent_shape = models.latent_shape(cfg.data.resolution)
     accum = tc.gradient_accumulation_steps
     losses: list[float] = []
     progress = _progress(accelerator, state.step, tc.max_train_steps)
@@ -190,7 +182,8 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 lo = (micro * world + rank) * B
                 noise = step_noise.slice(lo, lo + B).to(accelerator.device)
                 with accelerator.accumulate(student):
-                    loss = _micro_step(batch, noise, models, student, target, teacher_ctx, uncond, accelerator, cfg)
+                    loss = batch_loss(models, batch, noise, student, target, teacher_ctx, cfg.objective,
+                                      accelerator.autocast)  # fmt: skip
                     finite = torch.tensor(
                         [0.0 if loss is None or not torch.isfinite(loss) else 1.0], device=accelerator.device
                     )
@@ -249,24 +242,6 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     accelerator.end_training()
     return TrainResult(state.step, status, out, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
-
-
-def _micro_step(batch, noise, models, student, target, teacher_ctx, uncond, accelerator, cfg) -> torch.Tensor | None:
-    """Encode one micro-batch and return its loss (None when every sample of it was unreadable)."""
-    if batch["pixel_values"] is None:
-        return None
-    n = batch["pixel_values"].shape[0]
-    noise = noise.slice(0, n)
-    mean, std = models.encode_images(batch["pixel_values"].to(accelerator.device))
-    latents = mean + std * noise.latent_eps
-    prompt_embeds = models.encode_prompts(batch["captions"])
-    loss, _ = consistency_step(
-        student=student, target=target, teacher_ctx=teacher_ctx, latents=latents,
-        prompt_embeds=prompt_embeds, uncond_embeds=uncond(n) if cfg.objective.kind == "lcd" else None,
-        noise=noise, schedule=models.schedule, omega_dim=models.omega_dim, cfg=cfg.objective,
-        autocast=accelerator.autocast,
-    )  # fmt: skip
-    return loss
 
 
 def _agree(accelerator, flag: bool) -> bool:
