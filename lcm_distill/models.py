@@ -160,6 +160,13 @@ def load_models(cfg: Config) -> Models:
     vae = _frozen(vae, frozen)
     sched_cfg = _scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
+    trained_n = sched_cfg.get("original_inference_steps") if source == m.student else None
+    if trained_n and trained_n != cfg.objective.num_points:
+        logger.warning(
+            "model.student was trained on a grid of N=%s points but objective.num_points=%s; inference timesteps "
+            "will follow the new grid. Set objective.num_points=%s to keep the original one.",
+            trained_n, cfg.objective.num_points, trained_n,
+        )  # fmt: skip
     base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
     teacher = None
     if m.lora.enabled:
