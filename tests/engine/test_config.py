@@ -54,3 +54,11 @@ def test_cli_dry_run_prints_resolved_config(capsys, tmp_path):
     assert "this script trains 'lcd'" in capsys.readouterr().err
     assert main(["--config", str(path), "--set", "nope.x=1"], kind="lcd", prog="train_lcd.py") == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "fsdp"])
+def test_accelerate_launch_configs_parse(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(Path(__file__).parents[2] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
