@@ -60,24 +60,23 @@ def load_pipeline(model: str, kind: str, device: str = "cpu", dtype: torch.dtype
                   timestep_spacing: str = "trailing"):
     """Load a local (or Hub) diffusers folder as the pipeline ``kind`` needs and set its sampler.
 
-    lcm: our ``LCMPipeline`` when importable, else diffusers' ``LatentConsistencyModelPipeline``; a UNet without
-    ``time_cond_proj_dim`` (an LCM-LoRA-style student) runs in ``StableDiffusionPipeline`` + LCMScheduler, where
-    guidance is ordinary CFG. Teachers: ``StableDiffusionPipeline``.
+    lcm: our ``LCMPipeline`` when importable (it also runs UNets without the omega embedding), else diffusers'
+    ``LatentConsistencyModelPipeline`` (w-conditioned UNets) or ``StableDiffusionPipeline`` + LCMScheduler (UNets
+    without it, where guidance is plain CFG). Teachers: ``StableDiffusionPipeline``.
     """
     from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not supported; use one of {KINDS}.")
-    common = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     cls = StableDiffusionPipeline
     if kind == "lcm":
-        unet_cfg = UNet2DConditionModel.load_config(model, subfolder="unet")
-        if unet_cfg.get("time_cond_proj_dim") is not None:
-            try:
-                from lcm_distill.pipelines import LCMPipeline as cls
-            except ImportError:
+        try:
+            from lcm_distill.pipelines import LCMPipeline as cls
+        except ImportError:
+            unet_cfg = UNet2DConditionModel.load_config(model, subfolder="unet")
+            if unet_cfg.get("time_cond_proj_dim") is not None:
                 cls = LatentConsistencyModelPipeline
-    pipe = cls.from_pretrained(model, **common)
+    pipe = cls.from_pretrained(model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
     configure_scheduler(pipe, kind, timestep_spacing)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

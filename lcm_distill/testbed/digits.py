@@ -141,13 +141,13 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def write_imagefolder(root: str | Path, config: DigitsConfig | None = None) -> Path:
-    """Write both splits as a Hugging Face imagefolder (PNG + metadata.jsonl per split); returns ``root``."""
-    config = config or DigitsConfig()
+def write_imagefolder(root: str | Path, config: DigitsConfig | None = None, splits: Sequence[str] = SPLITS) -> Path:
+    """Write the splits as a Hugging Face imagefolder (PNG + metadata.jsonl per split); returns ``root``."""
     from PIL import Image
 
+    config = config or DigitsConfig()
     root = Path(root)
-    for split in SPLITS:
+    for split in splits:
         data = build_split(split, config)
         out = root / split
         out.mkdir(parents=True, exist_ok=True)
