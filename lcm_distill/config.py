@@ -57,6 +57,8 @@ class ModelConfig:
     frozen_dtype: str = "fp32"  # teacher / VAE / text encoder weights: fp32 | bf16 | fp16
     gradient_checkpointing: bool = False
     attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | eager
+    compile: bool = False  # torch.compile student, target and teacher in place (nn.Module.compile: same state_dict)
+    compile_backend: str = "inductor"  # inductor | aot_eager | eager (the last two: tracing only, for tests)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
@@ -64,7 +66,8 @@ class ModelConfig:
 class DataConfig:
     """A captioned image source; one sample schema (pixel_values in [-1, 1], caption) whatever the source."""
 
-    source: str = "hf"  # hf: a Hugging Face dataset id, a local imagefolder/parquet/csv/json path
+    source: str = "hf"  # hf: dataset id or local imagefolder/parquet; hf_streaming: the same, streamed; webdataset
+    shards: str = ""  # webdataset: tar paths, brace patterns ({00000..01210}), pipe: commands; several joined by '::'
     dataset: str = ""
     config_name: str | None = None
     split: str = "train"
@@ -76,6 +79,13 @@ class DataConfig:
     interpolation: str = "bilinear"  # bilinear | bicubic | lanczos | nearest
     max_samples: int | None = None
     num_workers: int = 0
+    shuffle_buffer: int = 1000  # hf_streaming / webdataset: samples mixed per DataLoader worker (0: shard order)
+    # Filters on per-sample metadata (LAION json / parquet columns); a filter whose field a sample lacks passes it.
+    min_width: int = 0  # original width (original_width | WIDTH | width) >= this; 0: off
+    min_height: int = 0
+    max_pwatermark: float | None = None  # pwatermark <= this
+    min_aesthetic: float | None = None  # aesthetic | AESTHETIC_SCORE >= this
+    cache_dir: str | None = None  # latent/text cache from `python -m lcm_distill.cache` (replaces VAE + text encoder)
 
 
 @dataclass
@@ -114,6 +124,7 @@ class TrainConfig:
     max_train_steps: int = 1000
     mixed_precision: str = "no"  # no | fp16 | bf16 (autocast for the student; frozen nets follow model.frozen_dtype)
     ema_decay: float = 0.95  # target mu; 0 = target is the student under no_grad
+    ema_impl: str = "foreach"  # foreach: one fused torch._foreach_lerp_ | loop: per-tensor mul_/add_ (the anchors')
     checkpoint_every: int = 500
     checkpoints_keep: int = 3
     log_every: int = 10
@@ -148,7 +159,8 @@ CHOICES = {
     "model.cond_proj_init": ("zero", "random"),
     "model.frozen_dtype": ("fp32", "bf16", "fp16"),
     "model.attention": ("sdpa", "eager"),
-    "data.source": ("hf",),
+    "model.compile_backend": ("inductor", "aot_eager", "eager"),
+    "data.source": ("hf", "hf_streaming", "webdataset"),
     "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
     "objective.kind": ("lcd", "lcf"),
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
@@ -156,6 +168,7 @@ CHOICES = {
     "objective.loss": ("l2", "huber", "l1"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.report_to": ("tensorboard", "wandb", "none"),
+    "train.ema_impl": ("foreach", "loop"),
 }
 
 POSITIVE = (
@@ -241,8 +254,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.teacher is empty: give a diffusers folder or hub id of the teacher (SD).")
     if cfg.objective.kind == "lcd" and not cfg.model.teacher:
         raise ConfigError("model.teacher is required for objective.kind=lcd (the teacher solves the PF-ODE).")
-    if not cfg.data.dataset:
-        raise ConfigError("data.dataset is empty: give a Hugging Face dataset id or a local imagefolder/parquet path.")
+    _validate_data(cfg.data)
     if cfg.objective.omega_min > cfg.objective.omega_max:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
@@ -258,6 +270,27 @@ def validate(cfg: Config) -> Config:
     if any(s < 1 for s in cfg.train.validation_steps):
         raise ConfigError(f"train.validation_steps={cfg.train.validation_steps} must be positive step counts.")
     return cfg
+
+
+def _validate_data(d: DataConfig) -> None:
+    """Source, filter and cache keys (data.*)."""
+    if d.shards and d.source != "webdataset":
+        raise ConfigError(f"data.shards is set but data.source={d.source!r}; data.shards is read by webdataset only.")
+    if d.cache_dir is None:  # training reads the source (with a cache, only `python -m lcm_distill.cache` does)
+        if d.source == "webdataset" and not d.shards:
+            raise ConfigError("data.shards is empty: give tar shards, e.g. /data/laion/{00000..01210}.tar.")
+        if d.source != "webdataset" and not d.dataset:
+            raise ConfigError("data.dataset is empty: give a Hugging Face dataset id or a local imagefolder/parquet.")
+    elif d.random_flip or not d.center_crop:
+        raise ConfigError(
+            f"data.cache_dir is set with data.random_flip={d.random_flip}, data.center_crop={d.center_crop}: cached "
+            "latents are center-cropped and unflipped; set data.center_crop=true and data.random_flip=false."
+        )
+    for key in ("shuffle_buffer", "min_width", "min_height", "num_workers"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0.")
+    if d.max_pwatermark is not None and not 0.0 <= d.max_pwatermark <= 1.0:
+        raise ConfigError(f"data.max_pwatermark={d.max_pwatermark} must lie in [0, 1] (a probability).")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
