@@ -81,23 +81,33 @@ class Models:
         finally:
             unet.enable_adapters()
 
-    @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> Tensor:
-        """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length."""
-        ids = self.tokenizer(
-            captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-            return_tensors="pt",
-        ).input_ids  # fmt: skip
-        device = next(self.text_encoder.parameters()).device
-        return self.text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
+        return encode_prompts(self.tokenizer, self.text_encoder, captions)
 
-    @torch.no_grad()
     def encode_images(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        """VAE posterior (mean, std) of pixel batches in [-1, 1], already times the VAE scaling factor (fp32)."""
-        p = next(self.vae.parameters())
-        dist = self.vae.encode(pixel_values.to(p.device, p.dtype)).latent_dist
-        scale = float(self.vae.config.scaling_factor)
-        return dist.mean.float() * scale, dist.std.float() * scale
+        return encode_images(self.vae, pixel_values)
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer: Any, text_encoder: nn.Module, captions: list[str]) -> Tensor:
+    """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length.
+
+    Module-level (not only a Models method) so the latent cache (lcm_distill.data.cache) encodes exactly as training.
+    """
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    device = next(text_encoder.parameters()).device
+    return text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
+
+
+@torch.no_grad()
+def encode_images(vae: nn.Module, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+    """VAE posterior (mean, std) of pixel batches in [-1, 1], already times the VAE scaling factor (fp32)."""
+    p = next(vae.parameters())
+    dist = vae.encode(pixel_values.to(p.device, p.dtype)).latent_dist
+    scale = float(vae.config.scaling_factor)
+    return dist.mean.float() * scale, dist.std.float() * scale
 
 
 def _scheduler_config(source: str, revision: str | None) -> dict:
@@ -142,14 +152,17 @@ def _attach_lora(unet: nn.Module, cfg: Config) -> nn.Module:
     return unet
 
 
-def load_models(cfg: Config) -> Models:
-    """Load and build every network of the run on CPU (the engine moves them)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def _source(cfg: Config) -> str:
+    m = cfg.model
+    return m.student if (cfg.objective.kind == "lcf" and m.student) else m.teacher
+
+
+def load_frozen_encoders(cfg: Config) -> tuple[nn.Module, nn.Module, Any]:
+    """(vae, text_encoder, tokenizer) of the run, frozen in model.frozen_dtype; also used alone by the latent cache."""
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    m = cfg.model
-    frozen = DTYPES[m.frozen_dtype]
-    source = m.student if (cfg.objective.kind == "lcf" and m.student) else m.teacher
+    m, source, frozen = cfg.model, _source(cfg), DTYPES[cfg.model.frozen_dtype]
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=m.revision)
     text_encoder = _frozen(CLIPTextModel.from_pretrained(source, subfolder="text_encoder", revision=m.revision), frozen)
     vae = (
@@ -157,7 +170,17 @@ def load_models(cfg: Config) -> Models:
         if m.vae
         else AutoencoderKL.from_pretrained(source, subfolder="vae", revision=m.revision)
     )
-    vae = _frozen(vae, frozen)
+    return _frozen(vae, frozen), text_encoder, tokenizer
+
+
+def load_models(cfg: Config) -> Models:
+    """Load and build every network of the run on CPU (the engine moves them)."""
+    from diffusers import UNet2DConditionModel
+
+    m = cfg.model
+    frozen = DTYPES[m.frozen_dtype]
+    source = _source(cfg)
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg)
     sched_cfg = _scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
     trained_n = sched_cfg.get("original_inference_steps") if source == m.student else None
@@ -201,6 +224,10 @@ def load_models(cfg: Config) -> Models:
     target = None
     if cfg.train.ema_decay > 0:
         target = copy.deepcopy(student).requires_grad_(False)
+    if m.compile:  # in place: parameters and state_dict keys stay those of the plain module (checkpoints, export)
+        for net in (student, target, teacher):
+            if net is not None:
+                net.compile(backend=m.compile_backend)
     return Models(
         student=student,
         target=target,
