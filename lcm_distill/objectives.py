@@ -152,17 +152,24 @@ def batch_loss(
     """Encode a data batch with the frozen VAE/text encoder (``models``) and return its consistency loss.
 
     The latent is a fresh sample of the VAE posterior, mean + std * noise.latent_eps. None when every sample of
-    the batch was unreadable.
+    the batch was unreadable. A batch from the latent cache (data.cache_dir) carries the posterior and the text
+    embeddings already, so the VAE and text encoder are skipped.
     """
-    if batch["pixel_values"] is None:
+    if batch.get("latent_mean") is not None:
+        device = next(models.vae.parameters()).device
+        mean, std, prompt_embeds = (
+            batch[k].to(device, torch.float32) for k in ("latent_mean", "latent_std", "prompt_embeds")
+        )
+    elif batch["pixel_values"] is None:
         return None
-    n = batch["pixel_values"].shape[0]
+    else:
+        mean, std = models.encode_images(batch["pixel_values"])
+        prompt_embeds = models.encode_prompts(batch["captions"])
+    n = mean.shape[0]
     noise = noise.slice(0, n)
-    mean, std = models.encode_images(batch["pixel_values"])
     latents = mean + std * noise.latent_eps.to(mean.device)
     loss, _ = consistency_step(
-        student=student, target=target, teacher_ctx=teacher_ctx, latents=latents,
-        prompt_embeds=models.encode_prompts(batch["captions"]),
+        student=student, target=target, teacher_ctx=teacher_ctx, latents=latents, prompt_embeds=prompt_embeds,
         uncond_embeds=models.uncond_embeds(n) if cfg.kind == "lcd" else None,
         noise=noise.to(mean.device), schedule=models.schedule, omega_dim=models.omega_dim, cfg=cfg, autocast=autocast,
     )  # fmt: skip
