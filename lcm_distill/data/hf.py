@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ..config import DataConfig
+from .filters import METADATA_FIELDS, MetadataFilter
 from .transforms import pick_caption, prepare_image, sample_rng
 
 logger = logging.getLogger(__name__)
@@ -21,8 +22,8 @@ logger = logging.getLogger(__name__)
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
-def load_hf_dataset(cfg: DataConfig):
-    """The dataset split named by ``data.dataset`` with its image column left undecoded."""
+def open_hf_dataset(cfg: DataConfig, streaming: bool = False):
+    """The split named by ``data.dataset`` (map-style, or an IterableDataset when streaming), image column undecoded."""
     import datasets
 
     path = Path(cfg.dataset)
@@ -30,21 +31,35 @@ def load_hf_dataset(cfg: DataConfig):
         if path.is_dir():
             parquet = sorted(str(p) for p in path.rglob("*.parquet"))
             ds = (
-                datasets.load_dataset("parquet", data_files=parquet, split="train")
+                datasets.load_dataset("parquet", data_files=parquet, split="train", streaming=streaming)
                 if parquet
-                else datasets.load_dataset("imagefolder", data_dir=str(path), split=cfg.split)
+                else datasets.load_dataset("imagefolder", data_dir=str(path), split=cfg.split, streaming=streaming)
             )
         elif path.suffix in FILE_BUILDERS:
-            ds = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
+            ds = datasets.load_dataset(
+                FILE_BUILDERS[path.suffix], data_files=str(path), split="train", streaming=streaming
+            )
         else:
             raise ValueError(f"data.dataset={cfg.dataset!r}: a file must be .parquet, .csv, .json or .jsonl.")
     else:
-        ds = datasets.load_dataset(cfg.dataset, cfg.config_name, split=cfg.split)
+        ds = datasets.load_dataset(cfg.dataset, cfg.config_name, split=cfg.split, streaming=streaming)
+    columns = list(ds.features) if ds.features is not None else ds.column_names
     for key, col in (("data.image_column", cfg.image_column), ("data.caption_column", cfg.caption_column)):
-        if col not in ds.column_names:
-            raise ValueError(f"{key}={col!r} is not a column of {cfg.dataset}; its columns are {ds.column_names}.")
+        if col not in columns:
+            raise ValueError(f"{key}={col!r} is not a column of {cfg.dataset}; its columns are {columns}.")
     if isinstance(ds.features[cfg.image_column], datasets.Image):
         ds = ds.cast_column(cfg.image_column, datasets.Image(decode=False))
+    return ds
+
+
+def load_hf_dataset(cfg: DataConfig):
+    """The map-style split named by ``data.dataset``: image column undecoded, metadata filters applied."""
+    ds = open_hf_dataset(cfg)
+    filt = MetadataFilter.from_config(cfg)
+    fields = [c for c in METADATA_FIELDS if c in ds.column_names]
+    if filt.active and fields:
+        ds = ds.filter(lambda *values: filt.rejects(dict(zip(fields, values, strict=True))) is None,
+                       input_columns=fields)  # fmt: skip
     if cfg.max_samples is not None:
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     if len(ds) == 0:
@@ -54,7 +69,8 @@ def load_hf_dataset(cfg: DataConfig):
     return ds
 
 
-def _open_image(value: Any) -> Image.Image:
+def open_image(value: Any) -> Image.Image:
+    """A PIL image from what a source holds (bytes, {"bytes"|"path"} dict, path, PIL), decoded now."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -74,6 +90,9 @@ def _open_image(value: Any) -> Image.Image:
     return img
 
 
+_open_image = open_image  # the name other modules imported first
+
+
 class CaptionedImages(torch.utils.data.Dataset):
     """Map-style dataset yielding {"pixel_values", "caption"} or None for an unreadable sample."""
 
@@ -89,7 +108,7 @@ class CaptionedImages(torch.utils.data.Dataset):
         row = self.rows[int(index)]
         rng = sample_rng(self.seed, epoch, int(index))
         try:
-            image = _open_image(row[self.cfg.image_column])
+            image = open_image(row[self.cfg.image_column])
             pixels = prepare_image(
                 image, self.cfg.resolution, rng, self.cfg.center_crop, self.cfg.random_flip, self.cfg.interpolation
             )

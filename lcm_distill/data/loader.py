@@ -47,11 +47,17 @@ class _EpochBatchSampler(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in perm[lo : lo + self.batch]]
 
 
+CACHED_KEYS = ("latent_mean", "latent_std", "prompt_embeds")  # samples of the latent cache (data.cache_dir)
+
+
 def collate_skipping(samples: list[dict | None]) -> dict:
     """Stack readable samples; count the unreadable ones (returned as None by the dataset)."""
     good = [s for s in samples if s is not None]
-    out = {"captions": [s["caption"] for s in good], "skipped": len(samples) - len(good)}
-    out["pixel_values"] = torch.stack([s["pixel_values"] for s in good]) if good else None
+    out = {"captions": [s.get("caption", "") for s in good], "skipped": len(samples) - len(good)}
+    out["pixel_values"] = torch.stack([s["pixel_values"] for s in good]) if good and "pixel_values" in good[0] else None
+    for key in CACHED_KEYS:
+        if good and key in good[0]:
+            out[key] = torch.stack([s[key] for s in good])
     return out
 
 
@@ -83,7 +89,7 @@ class ResumableBatches:
             for batch in loader:
                 pos.batches += 1
                 pos.skipped_samples += batch["skipped"]
-                seen_good = seen_good or batch["pixel_values"] is not None
+                seen_good = seen_good or len(batch["captions"]) > 0
                 yield batch
             if not seen_good and sampler.start == 0:
                 raise ValueError("no readable sample in a whole epoch of the data source; check data.dataset.")

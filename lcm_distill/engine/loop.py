@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..data import ResumableBatches, build_dataset
+from ..data import build_batches
 from ..functional import SkippingGrid
 from ..models import Models, load_models
 from ..objectives import batch_loss, draw_step_noise, step_generator
@@ -133,7 +133,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     models.schedule = models.schedule.to(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
     B = tc.per_device_batch_size
-    batches = ResumableBatches(build_dataset(cfg.data, tc.seed), B, rank, world, tc.seed, cfg.data.num_workers)
+    batches = build_batches(cfg.data, B, rank, world, tc.seed, models=models)
 
     params = [p for p in models.student.parameters() if p.requires_grad]
     optimizer = _optimizer(params, cfg)
@@ -154,7 +154,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     ckpt = resolve_resume(tc.output_dir, resume)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
-        batches.position.load_state_dict(state.data)
+        batches.position.load_state_dict(_own_data_state(state.data, rank))
         logger.info("resumed from %s at step %d", ckpt, state.step)
     elif resume not in (None, "latest"):
         raise FileNotFoundError(f"--resume {resume}: nothing to resume")
@@ -208,7 +208,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             state.nonfinite_in_row = 0
             lr_schedule.step()
             if models.target is not None:
-                ema_update(models.target, unwrapped, tc.ema_decay)
+                ema_update(models.target, unwrapped, tc.ema_decay, tc.ema_impl)
             state.step += 1
             loss_value = accelerator.reduce(torch.stack(step_losses).mean(), "mean").item()
             losses.append(loss_value)
@@ -223,7 +223,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                                  "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip
             stop_now = _agree(accelerator, stop.requested) or (stop_after is not None and state.step >= stop_after)
             if state.step % tc.checkpoint_every == 0 or stop_now:
-                state.data = batches.position.state_dict()
+                state.data = _data_state(accelerator, batches.position)
                 last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep)
             if tc.validation_every and state.step % tc.validation_every == 0:
                 run_validation(accelerator, cfg, models, unwrapped, state.step)
@@ -234,7 +234,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     progress.close()
     if status == "finished":
         if last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:08d}"):
-            state.data = batches.position.state_dict()
+            state.data = _data_state(accelerator, batches.position)
             last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep)
         run_validation(accelerator, cfg, models, unwrapped, state.step)
         if tc.export:
@@ -242,6 +242,21 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     accelerator.end_training()
     return TrainResult(state.step, status, out, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
+
+
+def _data_state(accelerator, position) -> dict:
+    """Every rank's data position: accelerate pickles registered state from the main process only, and streamed
+    sources (webdataset, hf_streaming) have a different position per rank. Collective."""
+    own = position.state_dict()
+    if accelerator.num_processes == 1:
+        return own
+    from accelerate.utils import gather_object
+
+    return {"per_rank": gather_object([own])}
+
+
+def _own_data_state(data: dict, rank: int) -> dict:
+    return data["per_rank"][min(rank, len(data["per_rank"]) - 1)] if "per_rank" in data else data
 
 
 def _agree(accelerator, flag: bool) -> bool:
