@@ -286,6 +286,8 @@ def _validate_data(d: DataConfig) -> None:
             f"data.cache_dir is set with data.random_flip={d.random_flip}, data.center_crop={d.center_crop}: cached "
             "latents are center-cropped and unflipped; set data.center_crop=true and data.random_flip=false."
         )
+    if d.max_samples is not None and d.source != "hf":
+        raise ConfigError(f"data.max_samples applies to data.source=hf only (not {d.source!r}); select shards instead.")
     for key in ("shuffle_buffer", "min_width", "min_height", "num_workers"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0.")
