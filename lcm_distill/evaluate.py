@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -71,8 +72,10 @@ def _is_testbed(reference: str | None) -> bool:
 
 def check_args(args: argparse.Namespace) -> None:
     """Fail before loading anything, naming the flag at fault."""
-    if not (Path(args.model).exists() or ("/" in args.model and not args.model.startswith((".", "/")))):
-        raise FlagError(f"--model {args.model}: no such folder")
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) is not None
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if not Path(args.model).exists() and (offline or not looks_like_hub_id):
+        raise FlagError(f"--model {args.model}: no such folder" + (" (HF_HUB_OFFLINE is set)" if offline else ""))
     if Path(args.model).exists() and not (Path(args.model) / "model_index.json").exists():
         raise FlagError(f"--model {args.model}: not a diffusers pipeline folder (no model_index.json)")
     if any(s < 1 for s in args.steps):

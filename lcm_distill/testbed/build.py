@@ -5,11 +5,9 @@ v-prediction teachers (DDPM, caption dropout) -> save them as StableDiffusionPip
 measure each teacher with the evaluation harness (DDIM at several step counts, domain FID vs the test split,
 prompt accuracy) -> write ``manifest.json`` with configs, timings and numbers.
 
-The text encoder is a randomly initialised, frozen CLIPTextModel (seed 0) with the real CLIP BPE tokenizer cut to
-1,000 merges. Why not train it: SD's text encoder is frozen too, distillation keeps it frozen, and the teacher's
-cross-attention learns to read a fixed random transformer's token states as well as a trained one's for 60
-two-word prompts (the prompt-accuracy numbers in manifest.json are the check). It also keeps the empty prompt ""
-a fixed, distinct input, which is all classifier-free guidance needs.
+The text encoder is a small CLIPTextModel (hidden 32, 2 layers, seed-0 init) with the real CLIP BPE tokenizer cut
+to 1,000 merges, trained jointly with each teacher (see ``TeacherTrainConfig.train_text_encoder`` for why a random
+frozen one was not enough: the teacher then followed colours but not digits). Distillation freezes it, as for SD.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from .train import (
 log = logging.getLogger("testbed.build")
 TEXT_MERGES = 1000
 TEACHERS = {"teacher-eps": "epsilon", "teacher-v": "v_prediction"}
+STAGES = ("data", "vae", "classifier", "teachers", "check")
 
 
 def _progress(name: str, every: int):
@@ -98,12 +97,28 @@ def data_floor_fid(assets: Path, config: DigitsConfig) -> float:
                              extract_features(feats, build_split("train", config).images))
 
 
+def _merge_manifest(path: Path, updates: dict, timings: dict) -> dict:
+    """Re-read the manifest and merge this run's entries one level deep (two builds may run side by side)."""
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+            manifest[key].update(value)
+        else:
+            manifest[key] = value
+    manifest.setdefault("seconds", {}).update(timings)
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcm_distill.testbed.build", description=__doc__.split("\n\n")[0])
     p.add_argument("--assets", default="assets/testbed", help="where teachers, classifier and manifest go")
     p.add_argument("--data-dir", default="outputs/testbed-digits", help="where the imagefolder is rendered")
-    p.add_argument("--only", nargs="+", choices=["data", "vae", "classifier", "teachers", "check"],
+    p.add_argument("--work-dir", default="outputs/testbed-build", help="intermediate files (the trained VAE)")
+    p.add_argument("--only", nargs="+", choices=STAGES,
                    help="run only these stages (later stages reuse earlier outputs on disk)")
+    p.add_argument("--teachers", nargs="+", choices=list(TEACHERS), default=list(TEACHERS),
+                   help="which teachers to train/check (run two builds side by side to use two cores)")
     p.add_argument("--teacher-steps", type=int, default=TeacherTrainConfig.steps)
     p.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     p.add_argument("--classifier-steps", type=int, default=ClassifierTrainConfig.steps)
@@ -114,13 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[testbed] %(message)s")
     torch.set_num_threads(args.threads)
-    stages = set(args.only or ["data", "vae", "classifier", "teachers", "check"])
-    assets, data_dir = Path(args.assets), Path(args.data_dir)
+    stages = set(args.only or STAGES)
+    assets, data_dir, work = Path(args.assets), Path(args.data_dir), Path(args.work_dir)
     assets.mkdir(parents=True, exist_ok=True)
-    manifest_path = assets / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     dcfg = DigitsConfig()
-    timings = manifest.setdefault("seconds", {})
+    updates: dict = {}
+    timings: dict = {}
 
     def timed(name: str, fn):
         t0 = time.time()
@@ -131,47 +145,48 @@ def main(argv: list[str] | None = None) -> int:
 
     if "data" in stages or not (data_dir / "test" / "metadata.jsonl").exists():
         timed("data", lambda: write_imagefolder(data_dir, dcfg))
-    manifest["data"] = {"path": str(data_dir), **asdict(dcfg)}
+        updates["data"] = {"path": str(data_dir), **asdict(dcfg)}
     train = build_split("train", dcfg)
-    vae_dir = assets / "teacher-eps" / "vae"
     if "vae" in stages:
         vcfg = VAETrainConfig(steps=args.vae_steps)
         vae = timed("vae", lambda: train_vae(train.images, vcfg, _progress("vae", 200)))
-        manifest["vae"] = {**asdict(vcfg), "scaling_factor": vae.config.scaling_factor}
-    else:
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL.from_pretrained(vae_dir)
+        vae.save_pretrained(work / "vae", safe_serialization=True)
+        updates["vae"] = {**asdict(vcfg), "scaling_factor": vae.config.scaling_factor}
     if "classifier" in stages:
         ccfg = ClassifierTrainConfig(steps=args.classifier_steps)
         net = timed("classifier", lambda: train_classifier(train, ccfg))
         net.save(assets / "classifier")
-        manifest["classifier"] = {**asdict(ccfg), "test_accuracy": classifier_accuracy(net, build_split("test", dcfg))}
-        log.info("classifier test accuracy %s", manifest["classifier"]["test_accuracy"])
+        updates["classifier"] = {**asdict(ccfg), "test_accuracy": classifier_accuracy(net, build_split("test", dcfg))}
+        log.info("classifier test accuracy %s", updates["classifier"]["test_accuracy"])
     if "teachers" in stages:
-        from ..testing import build_clip_tokenizer, tiny_text_encoder
+        from diffusers import AutoencoderKL
 
+        from ..testing import build_clip_tokenizer, tiny_scheduler_config, tiny_text_encoder
+
+        vae_dir = work / "vae" if (work / "vae").exists() else assets / "teacher-eps" / "vae"
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
         text_encoder = tiny_text_encoder(TEXT_MERGES, seed=0).eval().requires_grad_(False)
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer = build_clip_tokenizer(tmp, TEXT_MERGES)
-        from ..testing import tiny_scheduler_config
-
-        for name, pred in TEACHERS.items():
-            tcfg = TeacherTrainConfig(prediction_type=pred, steps=args.teacher_steps)
-            unet = timed(name, lambda tcfg=tcfg, name=name: train_teacher(
+        for name in args.teachers:
+            tcfg = TeacherTrainConfig(prediction_type=TEACHERS[name], steps=args.teacher_steps)
+            unet, trained_text = timed(name, lambda tcfg=tcfg, name=name: train_teacher(
                 vae, text_encoder, tokenizer, tiny_scheduler_config(tcfg.prediction_type), train, tcfg,
                 _progress(name, 250)))
-            save_teacher(assets / name, vae, text_encoder, tokenizer, unet, pred)
-            text = f"random frozen CLIPTextModel (seed 0), CLIP BPE with {TEXT_MERGES} merges"
-            manifest[name] = {"train": asdict(tcfg), "text_encoder": text}
+            save_teacher(assets / name, vae, trained_text, tokenizer, unet, tcfg.prediction_type)
+            how = "trained jointly with the UNet" if tcfg.train_text_encoder else "random and frozen"
+            text = f"CLIPTextModel (seed 0 init, {how}); real CLIP BPE tokenizer cut to {TEXT_MERGES} merges"
+            updates[name] = {"train": asdict(tcfg), "vae": str(vae_dir), "text_encoder": text}
     if "check" in stages:
-        manifest["data_floor_fid"] = round(timed("floor", lambda: data_floor_fid(assets, dcfg)), 3)
-        for name in TEACHERS:
-            manifest.setdefault(name, {})["ddim_check"] = timed(f"check-{name}", lambda name=name: check_teacher(
+        updates["data_floor_fid"] = round(timed("floor", lambda: data_floor_fid(assets, dcfg)), 3)
+        for name in args.teachers:
+            rows = timed(f"check-{name}", lambda name=name: check_teacher(
                 assets / name, data_dir, assets, args.check_steps, args.check_guidance, args.check_images,
-                Path("outputs") / "testbed-check" / name))
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    log.info("wrote %s", manifest_path)
+                work / "check" / name))
+            updates.setdefault(name, {})["ddim_check"] = rows
+    path = assets / "manifest.json"
+    _merge_manifest(path, updates, timings)
+    log.info("wrote %s", path)
     return 0
 
 

@@ -41,6 +41,7 @@ DIGITS: tuple[int, ...] = tuple(range(10))
 CAPTION_TEMPLATE = "a {color} digit {digit}"
 _CAPTION_RE = re.compile(r"^a (?P<color>[a-z]+) digit (?P<digit>[0-9])$")
 SPLITS = ("train", "test")
+STYLES = ("plain", "inverted")
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,14 @@ class DigitsConfig:
 
     size: output side in pixels (16 gives 8x8 latents with the testbed's factor-2 VAE: the regime in which an LCD
     step costs ~0.1-0.3 s on a laptop CPU). test_fraction: share of source scans held out. seed: fixes the split.
+    style: "plain" (coloured stroke on black: what the teachers were trained on) or "inverted" (dark stroke on a
+    coloured background, same captions): a style the teachers never saw, for LCF fine-tuning experiments.
     """
 
     size: int = 16
     test_fraction: float = 0.2
     seed: int = 0
+    style: str = "plain"
 
 
 def caption_for(digit: int, color: str) -> str:
@@ -94,15 +98,21 @@ def split_indices(num: int, config: DigitsConfig) -> dict[str, np.ndarray]:
     return {"train": np.sort(perm[n_test:]), "test": np.sort(perm[:n_test])}
 
 
-def render(masks: np.ndarray | torch.Tensor, colors: Sequence[str], size: int = 16) -> torch.Tensor:
+def render(
+    masks: np.ndarray | torch.Tensor, colors: Sequence[str], size: int = 16, style: str = "plain"
+) -> torch.Tensor:
     """Colour grey 8x8 digit masks: (N, 8, 8) in [0, 1] -> (N, 3, size, size) float images in [0, 1].
 
-    Bilinear upsampling keeps the strokes' anti-aliasing; the background stays black so the colour of an image is
-    exactly the colour of its stroke.
+    Bilinear upsampling keeps the strokes' anti-aliasing. "plain": the background stays black, so the colour of an
+    image is exactly the colour of its stroke; "inverted": the colour fills the background and the stroke is dark.
     """
+    if style not in STYLES:
+        raise ValueError(f"style={style!r} is not supported; use one of {STYLES}.")
     m = torch.as_tensor(np.asarray(masks), dtype=torch.float32).unsqueeze(1)
     if size != m.shape[-1]:
         m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+    if style == "inverted":
+        m = 1.0 - m
     rgb = torch.tensor([COLORS[c] for c in colors], dtype=torch.float32).view(-1, 3, 1, 1)
     return (m * rgb).clamp(0.0, 1.0)
 
@@ -128,7 +138,7 @@ def build_split(split: str, config: DigitsConfig | None = None) -> DigitsSplit:
     n_col = len(COLOR_NAMES)
     src = np.repeat(idx, n_col)
     cols = [COLOR_NAMES[i % n_col] for i in range(len(src))]
-    images = render(masks[src], cols, config.size)
+    images = render(masks[src], cols, config.size, config.style)
     digits = torch.as_tensor(labels[src])
     colors = torch.tensor([COLOR_NAMES.index(c) for c in cols])
     captions = [caption_for(int(d), c) for d, c in zip(digits, cols, strict=True)]

@@ -18,10 +18,12 @@ def assets_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
-    """The test split written as an imagefolder (the train split is not needed by these tests)."""
-    from lcm_distill.testbed import write_imagefolder
+    """The test split written by the render command (the train split is not needed by these tests)."""
+    from lcm_distill.testbed.render import main
 
-    return write_imagefolder(tmp_path_factory.mktemp("digits"), splits=("test",))
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["--out", str(out), "--splits", "test"]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

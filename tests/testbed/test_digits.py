@@ -87,3 +87,13 @@ def test_hf_imagefolder_columns(digits_dir):
     ds = datasets.load_dataset("imagefolder", data_dir=str(digits_dir), split="test")
     assert set(ds.column_names) == {"image", "text"}
     assert ds[0]["image"].size == (16, 16) and parse_caption(ds[0]["text"]) is not None
+
+
+def test_inverted_style_same_captions_other_pixels(test_split):
+    inv = build_split("test", DigitsConfig(style="inverted"))
+    assert inv.captions == test_split.captions
+    # plain + inverted = the full colour everywhere (the stroke mask and its complement)
+    palette = torch.tensor([COLORS[n] for n in COLOR_NAMES])[test_split.colors].view(-1, 3, 1, 1)
+    torch.testing.assert_close(inv.images[:50] + test_split.images[:50], palette[:50].expand(-1, 3, 16, 16))
+    with pytest.raises(ValueError, match="style"):
+        build_split("test", DigitsConfig(style="neon"))
