@@ -66,4 +66,5 @@ def test_load_pipeline_for_each_kind(tiny_sd_dir, lcm_dir):
     student = load_pipeline(str(lcm_dir), "lcm")
     assert isinstance(student.scheduler, LCMScheduler)
     assert student.unet.config.time_cond_proj_dim == 32
+    assert type(student).__name__ in ("LCMPipeline", "LatentConsistencyModelPipeline")
     assert generate(student, PROMPTS[:2], 1, 9.0).shape == (2, 3, 16, 16)
