@@ -60,3 +60,11 @@ def tiny_clip_name(tmp_path_factory):
     (d / "lcm-test-tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(d)
     return "lcm-test-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def sd_dir(tmp_path_factory):
+    """One tiny eps teacher folder on disk (the CLI tests need no v-prediction twin)."""
+    from lcm_distill.testing import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("sd-cli") / "tiny-sd", "epsilon")

@@ -33,22 +33,22 @@ def prompts_file(tmp_path):
      (["--guidance", "0.5"], "--guidance"),
      (["--prompt-accuracy", "testbed", "--testbed-dir", "/nonexistent"], "--testbed-dir")],
 )
-def test_bad_flags_are_named(tiny_sd_dir, prompts_file, tmp_path, capsys, extra, flag):
-    argv = ["--model", str(tiny_sd_dir), "--kind", "teacher-ddim", "--prompts", str(prompts_file),
+def test_bad_flags_are_named(sd_dir, prompts_file, tmp_path, capsys, extra, flag):
+    argv = ["--model", str(sd_dir), "--kind", "teacher-ddim", "--prompts", str(prompts_file),
             "--out", str(tmp_path / "o"), *extra]
     assert flag in _run_error(argv, capsys)
 
 
-def test_bad_model_and_missing_prompts(tmp_path, capsys, tiny_sd_dir):
+def test_bad_model_and_missing_prompts(tmp_path, capsys, sd_dir):
     assert "--model" in _run_error(["--model", str(tmp_path), "--kind", "lcm", "--prompts", "x", "--out", "o"], capsys)
-    err = _run_error(["--model", str(tiny_sd_dir), "--kind", "teacher-ddim", "--out", "o"], capsys)
+    err = _run_error(["--model", str(sd_dir), "--kind", "teacher-ddim", "--out", "o"], capsys)
     assert "--reference or --prompts" in err
-    assert "--kind" in _run_error(["--model", str(tiny_sd_dir), "--kind", "euler", "--out", "o"], capsys)
+    assert "--kind" in _run_error(["--model", str(sd_dir), "--kind", "euler", "--out", "o"], capsys)
 
 
-def test_cli_end_to_end_with_prompts(tiny_sd_dir, prompts_file, tmp_path, capsys):
+def test_cli_end_to_end_with_prompts(sd_dir, prompts_file, tmp_path, capsys):
     out = tmp_path / "eval"
-    rc = main(["--model", str(tiny_sd_dir), "--kind", "teacher-dpmpp", "--prompts", str(prompts_file),
+    rc = main(["--model", str(sd_dir), "--kind", "teacher-dpmpp", "--prompts", str(prompts_file),
                "--steps", "1", "2", "--guidance", "1", "4", "--num-images", "4", "--batch-size", "2",
                "--fid-features", "none", "--out", str(out)])
     assert rc == 0
