@@ -46,8 +46,10 @@ class MetadataFilter:
 
     @property
     def active(self) -> bool:
-        return bool(self.min_width or self.min_height) or self.max_pwatermark is not None or (
-            self.min_aesthetic is not None
+        return (
+            bool(self.min_width or self.min_height)
+            or self.max_pwatermark is not None
+            or (self.min_aesthetic is not None)
         )
 
     def rejects(self, meta: Mapping[str, Any] | None) -> str | None:

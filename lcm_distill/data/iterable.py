@@ -24,6 +24,7 @@ and world size must be those of the saved run (checked); num_workers may change.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -154,8 +155,10 @@ class ShardPosition:
             raise ValueError("data.shards (or data.dataset) lists other shards than the checkpointed run; resume "
                              "with the same shard list, or start a new run.")  # fmt: skip
         if state["world"] != self.plan.world or state["rank"] != self.rank:
-            raise ValueError(f"the data position was saved by rank {state['rank']} of {state['world']} processes; "
-                             f"this is rank {self.rank} of {self.plan.world}. Resume with the same process count.")
+            raise ValueError(
+                f"the data position was saved by rank {state['rank']} of {state['world']} processes; "
+                f"this is rank {self.rank} of {self.plan.world}. Resume with the same process count."
+            )
         self.plan = replace(self.plan, parts=int(state["parts"]))
         self.epoch = int(state["epoch"])
         self.done = {int(e): set(vs) for e, vs in state["done"].items()}
@@ -244,8 +247,10 @@ class ShardStream(torch.utils.data.IterableDataset):
             if not self.endless:
                 return
             if fresh and passed == 0:
-                raise ValueError(f"rank {self.rank} worker {worker}: no sample of a whole epoch of its shards passed "
-                                 "the data.min_*/max_* filters or had an image; check data.shards and the filters.")
+                raise ValueError(
+                    f"rank {self.rank} worker {worker}: no sample of a whole epoch of its shards passed "
+                    "the data.min_*/max_* filters or had an image; check data.shards and the filters."
+                )
             epoch += 1
 
     def _shuffled(self, items: Iterator[tuple], rng: np.random.Generator) -> Iterator[tuple]:
@@ -277,8 +282,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                 acc.skipped += 1
                 failures += 1
                 if failures >= DECODE_FAILURE_LIMIT:
-                    raise ValueError(f"{failures} samples in a row could not be decoded (last: {rec.get('key')} of "
-                                     f"{self.source.urls[shard]}); check data.shards / data.dataset.")
+                    raise ValueError(
+                        f"{failures} samples in a row could not be decoded (last: {rec.get('key')} of "
+                        f"{self.source.urls[shard]}); check data.shards / data.dataset."
+                    )
                 continue
             failures = 0
             good.append(((epoch, v, k), f"{self.source.urls[shard]}#{rec.get('key')}", sample))
@@ -318,7 +325,8 @@ class StreamingBatches:
         self.position = ShardPosition(plan, rank, fingerprint(source.urls))
 
     def stream(self, endless: bool = True) -> ShardStream:
-        pos = self.position
+        """The reader; it gets a snapshot of the position (what to skip), never the live one the loop updates."""
+        pos = copy.deepcopy(self.position)
         return ShardStream(self.source, pos.plan, pos.rank, self.cfg, self.batch_size, self.seed, pos, endless)
 
     def batches(self, endless: bool = True) -> Iterator[dict]:
