@@ -111,3 +111,17 @@ def test_save_grid_labels_and_upscale(tmp_path):
 def test_eval_config_rejects_bad_steps():
     with pytest.raises(ValueError, match="steps"):
         EvalConfig(steps=(0, 2))
+
+
+def test_compare_command(report_dir, tmp_path, capsys):
+    from lcm_distill.evaluation.compare import main
+
+    out, _ = report_dir
+    assert main([str(out / "report.json"), str(out / "report.json"), "--metrics", "fid", "redness", "latency",
+                 "--out", str(tmp_path / "t.md"), "--plot", str(tmp_path / "p.png")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert text.count("| method |") == 3 and "**redness**" in text
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing.json")])
+    assert "no such file" in capsys.readouterr().err
