@@ -59,7 +59,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
                batch_size: int = 32, shard_size: int = 1024) -> dict:  # fmt: skip
     """Encode this process's share of the data into ``out``; returns its part record (also in part-r*.json)."""
     from .data import StreamingBatches, shard_source
-    from .data.cache import CacheWriter, cache_data_config, cache_key
+    from .data.cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
     from .models import encode_images, encode_prompts, load_frozen_encoders
 
     data = cache_data_config(cfg.data)
@@ -83,6 +83,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
         embeds = encode_prompts(tokenizer, text_encoder, batch["captions"])
         writer.add(mean, std, embeds, batch["keys"], batch["captions"])
     info = {"skipped_samples": skipped, "filtered_samples": filtered}
+    info["encoder_dtypes"] = encoder_dtypes(vae, text_encoder)
     writer.close(key, info)
     return {"rank": rank, "files": writer.files, **info}
 

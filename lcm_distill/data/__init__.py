@@ -5,7 +5,7 @@ through :class:`ResumableBatches`, sharded iterables (webdataset, hf_streaming) 
 Both iterate endlessly and expose ``position`` (state_dict / load_state_dict, skipped_samples) for checkpoints.
 """
 
-from .cache import CachedLatents, cache_key
+from .cache import CachedLatents, cache_key, encoder_dtypes
 from .hf import CaptionedImages, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
 from .loader import DataPosition, ResumableBatches, collate_skipping
@@ -41,7 +41,7 @@ def build_batches(cfg, batch_size: int, rank: int = 0, world_size: int = 1, seed
         if models is None:
             raise ValueError("data.cache_dir: pass the run's models so the cache key can be checked.")
         key = cache_key(models.vae, models.text_encoder, models.tokenizer, cfg)
-        dataset = CachedLatents(cfg.cache_dir, key)
+        dataset = CachedLatents(cfg.cache_dir, key, encoder_dtypes(models.vae, models.text_encoder))
     elif cfg.source == "hf":
         dataset = build_dataset(cfg, seed)
     else:

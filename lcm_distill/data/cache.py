@@ -7,8 +7,10 @@ it must say so (data.center_crop=true, data.random_flip=false; the config valida
 Layout of ``cache_dir``: ``latents-r<rank>-<n>.safetensors`` (tensors latent_mean, latent_std, prompt_embeds; the
 samples' keys and captions in the header metadata), ``part-r<rank>.json`` per writing process, and ``manifest.json``
 (written last, by rank 0: every file, the sample count and the key). The key records what produced the cache: VAE
-and text-encoder config hashes, weight fingerprints and dtypes, the tokenizer, resolution, interpolation and the fixed
-crop/flip. A run whose models or transforms give another key is refused, naming the fields that differ.
+and text-encoder config hashes and weight samples, the tokenizer, resolution, interpolation and the fixed crop/flip.
+A run whose models or transforms give another key is refused, naming the fields that differ. Weights are compared
+to within bf16 rounding, so a cache encoded with frozen bf16/fp16 encoders serves an fp32 run of the same
+checkpoint (and back); the dtypes it was encoded in are recorded and a difference is logged, not refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+logger = logging.getLogger(__name__)
+
 CACHE_FORMAT = 1
 TRANSFORM_VERSION = 1  # bump when prepare_image changes what a cached sample means
 CACHE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MANIFEST = "manifest.json"
+WEIGHT_RTOL = 4e-3  # about 2 bf16 half-ulps: the same checkpoint in fp32/bf16/fp16 agrees, a fine-tune does not
 
 
 class CacheKeyError(ValueError):
@@ -45,19 +51,29 @@ def _digest(obj: Any) -> str:
 
 def _config_digest(config: Any) -> str:
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    skip = {"transformers_version", "torch_dtype", "dtype"}
+    skip = {"transformers_version", "torch_dtype", "dtype", "architectures"}  # saving metadata, not the network
     return _digest({k: v for k, v in d.items() if not k.startswith("_") and k not in skip})
 
 
-def weights_fingerprint(module: nn.Module) -> str:
-    """Hash of every tensor's name, shape, dtype and 256 evenly spaced values: tells checkpoints apart in ms."""
-    h = hashlib.sha256()
+def weights_sample(module: nn.Module, per_tensor: int = 8) -> dict[str, list[float]]:
+    """``per_tensor`` evenly spaced values of every tensor (plus its shape): tells checkpoints apart, in ms, while
+    a hash could not survive a dtype cast of the same checkpoint."""
+    out = {}
     for name, t in sorted(module.state_dict().items()):
         flat = t.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 256)][:256].to("cpu", torch.float64)
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(sample.numpy().tobytes())
-    return h.hexdigest()[:16]
+        values = flat[:: max(1, flat.numel() // per_tensor)][:per_tensor].to("cpu", torch.float64).tolist()
+        out[f"{name}{list(t.shape)}"] = [float(f"{v:.6g}") for v in values]
+    return out
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    if not isinstance(a, dict) or not isinstance(b, dict) or a.keys() != b.keys():
+        return False
+    return all(abs(x - y) <= WEIGHT_RTOL * abs(x) + 1e-6 for k in a for x, y in zip(a[k], b[k], strict=True))
+
+
+def encoder_dtypes(vae: nn.Module, text_encoder: nn.Module) -> dict[str, str]:
+    return {"vae": str(next(vae.parameters()).dtype), "text_encoder": str(next(text_encoder.parameters()).dtype)}
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:
@@ -67,15 +83,13 @@ def _tokenizer_digest(tokenizer: Any) -> str:
     return _digest([type(tokenizer).__name__, tokenizer.model_max_length, ids, _digest(vocab)])
 
 
-def cache_key(vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, data_cfg) -> dict[str, str]:
-    """What a cached sample depends on; equal keys mean equal cached tensors (up to kernel nondeterminism)."""
+def cache_key(vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, data_cfg) -> dict[str, Any]:
+    """What a cached sample depends on; matching keys mean the same cached tensors up to the encoders' precision."""
     return {
         "vae.config": _config_digest(vae.config),
-        "vae.weights": weights_fingerprint(vae),
-        "vae.dtype": str(next(vae.parameters()).dtype),
+        "vae.weights": weights_sample(vae),
         "text_encoder.config": _config_digest(text_encoder.config),
-        "text_encoder.weights": weights_fingerprint(text_encoder),
-        "text_encoder.dtype": str(next(text_encoder.parameters()).dtype),
+        "text_encoder.weights": weights_sample(text_encoder),
         "tokenizer": _tokenizer_digest(tokenizer),
         "resolution": str(data_cfg.resolution),
         "interpolation": data_cfg.interpolation,
@@ -85,9 +99,14 @@ def cache_key(vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, data_cfg)
     }
 
 
-def check_key(cached: dict[str, str], run: dict[str, str], where: str) -> None:
-    bad = [f"{k} (cache {cached.get(k)!r}, run {run.get(k)!r})" for k in sorted(set(cached) | set(run))
-           if cached.get(k) != run.get(k)]  # fmt: skip
+def check_key(cached: dict[str, Any], run: dict[str, Any], where: str) -> None:
+    bad = []
+    for k in sorted(set(cached) | set(run)):
+        if k.endswith(".weights"):
+            if not _same_weights(cached.get(k), run.get(k)):
+                bad.append(f"{k} (other weights or architecture than the cache was encoded with)")
+        elif cached.get(k) != run.get(k):
+            bad.append(f"{k} (cache {cached.get(k)!r}, run {run.get(k)!r})")
     if bad:
         raise CacheKeyError(
             f"data.cache_dir={where} was built with other models or transforms than this run; differing fields: "
@@ -142,6 +161,7 @@ def finalize_cache(out_dir: str | Path, world: int, extra: dict | None = None) -
     files = [f for p in parts for f in p["files"]]
     manifest = {
         "format": CACHE_FORMAT, "key": key, "dtype": parts[0]["dtype"], "world": world, "files": files,
+        "encoder_dtypes": parts[0].get("encoder_dtypes"),
         "samples": sum(f["count"] for f in files),
         "skipped_samples": sum(p.get("skipped_samples", 0) for p in parts),
         "filtered_samples": sum(p.get("filtered_samples", 0) for p in parts),
@@ -154,7 +174,8 @@ def finalize_cache(out_dir: str | Path, world: int, extra: dict | None = None) -
 class CachedLatents(torch.utils.data.Dataset):
     """Map-style view of a cache (so ResumableBatches gives exact resume and rank sharding, as for images)."""
 
-    def __init__(self, cache_dir: str | Path, run_key: dict[str, str] | None = None, open_files: int = 32) -> None:
+    def __init__(self, cache_dir: str | Path, run_key: dict[str, Any] | None = None,
+                 run_dtypes: dict[str, str] | None = None, open_files: int = 32) -> None:  # fmt: skip
         self.dir = Path(cache_dir)
         path = self.dir / MANIFEST
         if not path.is_file():
@@ -167,6 +188,15 @@ class CachedLatents(torch.utils.data.Dataset):
                                 f"{CACHE_FORMAT}; rebuild it.")  # fmt: skip
         if run_key is not None:
             check_key(self.manifest["key"], run_key, str(cache_dir))
+        encoded = self.manifest.get("encoder_dtypes")
+        if run_dtypes is not None and encoded != run_dtypes:
+            logger.warning(
+                "data.cache_dir=%s was encoded with %s encoders; this run's are %s (model.frozen_dtype): "
+                "same checkpoints, latents differ only by that rounding",
+                cache_dir,
+                encoded,
+                run_dtypes,
+            )
         self.files = [f["name"] for f in self.manifest["files"]]
         self.starts = [0]
         for f in self.manifest["files"]:

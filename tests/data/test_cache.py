@@ -19,7 +19,7 @@ from lcm_distill.data import build_batches, build_dataset
 from lcm_distill.data.cache import CachedLatents, CacheKeyError, cache_data_config, cache_key, finalize_cache
 from lcm_distill.engine import train
 from lcm_distill.models import Models, encode_images, encode_prompts, load_frozen_encoders
-from lcm_distill.testing import tiny_vae
+from lcm_distill.testing import tiny_text_encoder, tiny_vae
 from lcm_distill.testing.shards import CORRUPT, FILTERED, FILTERS, GOOD, keys_of
 
 ROOT = Path(__file__).parents[2]
@@ -63,14 +63,10 @@ def test_cache_round_trips_the_posterior_and_embeddings(built_cache, base_overri
 
 @pytest.mark.parametrize(
     ("overrides", "fields"),
-    [
-        (("data.resolution=32",), ["resolution"]),
-        (("data.interpolation=bicubic",), ["interpolation"]),
-        (("model.frozen_dtype=bf16",), ["vae.dtype", "vae.weights", "text_encoder.dtype", "text_encoder.weights"]),
-    ],
-    ids=["resolution", "interpolation", "frozen-bf16"],
+    [(("data.resolution=32",), ["resolution"]), (("data.interpolation=bicubic",), ["interpolation"])],
+    ids=["resolution", "interpolation"],
 )
-def test_a_cache_from_other_models_or_transforms_is_refused(built_cache, make_cfg, overrides, fields):
+def test_a_cache_from_other_transforms_is_refused(built_cache, make_cfg, overrides, fields):
     cfg = make_cfg(*overrides, f"data.cache_dir={built_cache['out']}")
     with pytest.raises(CacheKeyError, match=r"data\.cache_dir") as err:
         build_batches(cfg.data, 2, models=_encoders(cfg))
@@ -78,12 +74,21 @@ def test_a_cache_from_other_models_or_transforms_is_refused(built_cache, make_cf
     assert sorted(part.split(" (")[0] for part in differing.split("; ")) == sorted(fields)
 
 
-def test_other_vae_weights_with_the_same_config_are_refused(built_cache, make_cfg):
+@pytest.mark.parametrize("net", ["vae", "text_encoder"])
+def test_other_encoder_weights_with_the_same_config_are_refused(built_cache, make_cfg, net):
     cfg = make_cfg(f"data.cache_dir={built_cache['out']}")
     enc = _encoders(cfg)
-    enc.vae = tiny_vae(seed=1)  # same architecture and config, other weights
-    with pytest.raises(CacheKeyError, match=r"vae\.weights \(cache"):
+    other = {"vae": tiny_vae, "text_encoder": tiny_text_encoder}[net](seed=1)  # same architecture, other weights
+    setattr(enc, net, other.to(getattr(enc, net).dtype))
+    with pytest.raises(CacheKeyError, match=rf"differing fields: {net}\.weights \(other weights") as err:
         build_batches(cfg.data, 2, models=enc)
+    assert ";" not in str(err.value).split("differing fields: ")[1]  # nothing else differs
+
+
+def test_the_same_checkpoint_in_another_frozen_dtype_is_accepted_with_a_warning(built_cache, make_cfg, caplog):
+    cfg = make_cfg(f"data.cache_dir={built_cache['out']}", "model.frozen_dtype=bf16")
+    batches = build_batches(cfg.data, 2, models=_encoders(cfg))
+    assert len(batches.dataset) == 8 and "torch.float32" in caplog.text and "torch.bfloat16" in caplog.text
 
 
 def test_training_from_the_cache_gives_the_loss_of_training_from_images(built_cache, make_cfg, monkeypatch):

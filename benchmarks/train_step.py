@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Throughput and peak memory of one LCD training step, with each fast-path switch on and off (a benchmark, not a
+test: numbers depend on the machine; the loss equality of every switch is tested in tests/data/test_switches.py).
+
+    python benchmarks/train_step.py --preset tiny                 # the offline test kit, CPU, seconds
+    python benchmarks/train_step.py --preset sd21 --batch-size 8  # SD-2.1-shaped nets, random weights, 512 px, GPU
+
+Rows: "baseline" (VAE + text encoder every step, frozen nets fp32, per-tensor EMA loop, eager), one row per switch
+turned on alone, and "all" (every switch on). The teacher's cond/uncond forward is always one batched call
+(not a switch). Switches (config keys): cache = data.cache_dir (precomputed VAE posterior + text embeddings),
+frozen_bf16 = model.frozen_dtype=bf16, fused_ema = train.ema_impl=foreach, compile = model.compile (torch.compile of
+student, target and teacher; the first step, which compiles, is reported separately and excluded from the rate).
+
+What a step is: batch_loss (encode or read cache, student forward+backward, teacher solver step, target forward) +
+AdamW + EMA, on batches already in device memory (decoding images is a data-loader cost, hidden by its workers).
+samples/s = batch / median step time. Peak memory: max CUDA memory allocated (GPU), or the process's peak RSS (CPU,
+which includes Python and the libraries). Each row runs in its own process, so peaks and compile caches don't mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SWITCHES = {  # row name -> config overrides that turn the switch on
+    "cache": ["data.cache_dir={cache}"],
+    "frozen_bf16": ["model.frozen_dtype=bf16"],
+    "fused_ema": ["train.ema_impl=foreach"],
+    "compile": ["model.compile=true", "model.compile_backend={backend}"],
+}
+OFF = ["model.frozen_dtype=fp32", "train.ema_impl=loop", "model.compile=false"]
+ROWS = ["baseline", *SWITCHES, "all"]
+
+PRESETS = {
+    "tiny": {"resolution": 16, "batch_size": 8, "mixed_precision": "no", "checkpointing": False},
+    "sd21": {"resolution": 512, "batch_size": 8, "mixed_precision": "bf16", "checkpointing": True},
+}
+
+
+def sd21_components(work: Path, resolution: int) -> dict:
+    """SD-2.1-base-shaped UNet (865.9M), VAE (83.7M), OpenCLIP-H text encoder (340.4M), CLIP BPE; random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from lcm_distill.testing import build_clip_tokenizer, tiny_scheduler_config
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 8, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=resolution,
+    )  # fmt: skip
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+                       bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    )  # fmt: skip
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder,
+            "tokenizer": build_clip_tokenizer(work / "tokenizer-src"),
+            "scheduler": DDIMScheduler(**tiny_scheduler_config("epsilon"))}  # fmt: skip
+
+
+def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> dict:
+    """Teacher folder, a captioned image folder (2 batches), the run YAML, and its cache (built by the command)."""
+    from diffusers import StableDiffusionPipeline
+
+    from lcm_distill.config import load_config
+    from lcm_distill.testing import make_imagefolder, save_tiny_sd
+
+    teacher = work / "teacher"
+    if preset == "tiny":
+        save_tiny_sd(teacher, "epsilon")
+    else:
+        comps = sd21_components(work, resolution)
+        pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)  # fmt: skip
+        pipe.to(torch.float16).save_pretrained(teacher, safe_serialization=True)  # halves disk; load_models casts
+    images = make_imagefolder(work / "images", n=2 * batch_size, size=resolution)
+    p = PRESETS[preset]
+    cfg = load_config(None, [
+        f"model.teacher={teacher}", f"model.gradient_checkpointing={str(p['checkpointing']).lower()}",
+        f"data.dataset={images}", f"data.resolution={resolution}", "data.center_crop=true", "data.random_flip=false",
+        f"train.per_device_batch_size={batch_size}", f"train.mixed_precision='{p['mixed_precision']}'",
+        "train.ema_decay=0.95", "train.report_to=none", "train.validation_prompts=[]", f"train.output_dir={work}/run",
+        "model.omega_embed_dim=32" if preset == "tiny" else "model.omega_embed_dim=256",
+    ])  # fmt: skip
+    config = work / "run.yaml"
+    config.write_text(cfg.to_yaml())
+    cache = work / "cache"
+    subprocess.run([sys.executable, "-m", "lcm_distill.cache", "--config", str(config), "--out", str(cache),
+                    "--batch-size", str(batch_size), "--overwrite"], cwd=ROOT, check=True)  # fmt: skip
+    return {"config": str(config), "cache": str(cache)}
+
+
+def row_overrides(row: str, cache: str, backend: str) -> list[str]:
+    on = list(SWITCHES) if row == "all" else [] if row == "baseline" else [row]
+    out = list(OFF)
+    for name in on:
+        out += [o.format(cache=cache, backend=backend) for o in SWITCHES[name]]
+    return out
+
+
+def run_worker(spec: dict) -> dict:
+    """One row in this process: load, warm up, time ``steps`` steps."""
+    from accelerate import Accelerator
+
+    from lcm_distill.config import load_config
+    from lcm_distill.data import build_batches
+    from lcm_distill.engine import ema_update
+    from lcm_distill.functional import SkippingGrid
+    from lcm_distill.models import load_models
+    from lcm_distill.objectives import batch_loss, draw_step_noise, step_generator
+
+    cfg = load_config(spec["config"], spec["overrides"])
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    device, cuda = acc.device, acc.device.type == "cuda"
+    models = load_models(cfg).to(device)
+    models.schedule = models.schedule.to(device)
+    B = cfg.train.per_device_batch_size
+    it = iter(build_batches(cfg.data, B, 0, 1, cfg.train.seed, models=models))
+    data = []
+    for _ in range(2):
+        batch = next(it)
+        data.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    params = [p for p in models.student.parameters() if p.requires_grad]
+    student, optimizer = acc.prepare(models.student, torch.optim.AdamW(params, lr=1e-6))
+    unwrapped = acc.unwrap_model(student)
+    target = models.target if models.target is not None else unwrapped
+    grid = SkippingGrid(models.schedule.num_train_timesteps, cfg.objective.num_points)
+    shape = models.latent_shape(cfg.data.resolution)
+
+    def step(i: int) -> float:
+        noise = draw_step_noise(step_generator(cfg.train.seed, i), B, shape, grid, cfg.objective).to(device)
+        loss = batch_loss(models, data[i % len(data)], noise, student, target,
+                          lambda: models.teacher_unet(unwrapped), cfg.objective, acc.autocast)  # fmt: skip
+        acc.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if models.target is not None:
+            ema_update(models.target, unwrapped, cfg.train.ema_decay, cfg.train.ema_impl)
+        return loss.item()  # synchronises
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    step(0)
+    first = time.perf_counter() - t0
+    for i in range(1, spec["warmup"]):
+        step(i)
+    times = []
+    for i in range(spec["warmup"], spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    med = statistics.median(times)
+    return {"row": spec["row"], "samples_s": B / med, "step_s": med, "first_step_s": first, "peak_gib": peak / 2**30,
+            "memory": "cuda max allocated" if cuda else "process peak RSS", "device": str(device),
+            "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
+
+
+def table(results: list[dict]) -> str:
+    base = next((r for r in results if r["row"] == "baseline"), None)
+    lines = ["| row | switches on | samples/s | s/step (median) | vs baseline | first step s | peak GiB |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        on = "none" if r["row"] == "baseline" else ", ".join(SWITCHES) if r["row"] == "all" else r["row"]
+        if "error" in r:
+            lines.append(f"| {r['row']} | {on} | failed: {r['error']} | | | | |")
+            continue
+        speed = f"{r['samples_s'] / base['samples_s']:.2f}x" if base and "samples_s" in base else "-"
+        lines.append(f"| {r['row']} | {on} | {r['samples_s']:.1f} | {r['step_s']:.4f} | {speed} | "
+                     f"{r['first_step_s']:.2f} | {r['peak_gib']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--resolution", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first one compiles)")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
+    ap.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager", "eager"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each row's process")
+    ap.add_argument("--workdir", default=None, help="keep assets here (default: a temporary folder)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print("RESULT " + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return 0
+    preset = PRESETS[args.preset]
+    B, R = args.batch_size or preset["batch_size"], args.resolution or preset["resolution"]
+    rows = [r for r in args.rows.split(",") if r]
+    if unknown := sorted(set(rows) - set(ROWS)):
+        ap.error(f"unknown rows {unknown}; choose from {ROWS}")
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="lcd-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    assets = build_assets(args.preset, work, R, B)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    results = []
+    for row in rows:
+        spec = {"row": row, "config": assets["config"], "steps": args.steps, "warmup": max(1, args.warmup),
+                "overrides": row_overrides(row, assets["cache"], args.compile_backend)}  # fmt: skip
+        cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+        cmd += ["--threads", str(args.threads)] if args.threads else []
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
+            results.append({"row": row, "error": tail})
+        else:
+            results.append(json.loads(line[len("RESULT ") :]))
+        print(f"{row}: {results[-1]}", file=sys.stderr, flush=True)
+    first = next((r for r in results if "device" in r), {})
+    threads = args.threads or torch.get_num_threads()
+    print(f"preset {args.preset}: batch {B}, {R} px, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"device {first.get('gpu') or first.get('device')}, compile backend {args.compile_backend}, "
+          f"mixed precision {preset['mixed_precision']}, threads {threads}")  # fmt: skip
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
