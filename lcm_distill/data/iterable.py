@@ -222,6 +222,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             for v in mine:
                 skip = self._skip(epoch, v)
                 fresh = fresh and skip is None
+                if skip is not None and self.resume.is_done(epoch, v):
+                    continue  # consumed before the checkpoint: not even opened
                 shard, part = self.plan.split(v)
                 total = 0
                 try:
