@@ -40,3 +40,14 @@ def tiny_sd_dir(request, tmp_path_factory):
     from lcm_distill.testing import save_tiny_sd
 
     return save_tiny_sd(tmp_path_factory.mktemp("sd") / f"tiny-sd-{request.param}", request.param)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps a process-wide singleton; in-process runs with other precisions need it reset."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+    GradientState._reset_state()

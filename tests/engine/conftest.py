@@ -44,14 +44,3 @@ def make_cfg(teacher_dirs, data_dir, tmp_path):
         return load_config(None, [*base, *overrides])
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """accelerate keeps a process-wide singleton; in-process runs with other precisions need it reset."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    PartialState._reset_state()
-    GradientState._reset_state()
