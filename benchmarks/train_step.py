@@ -105,13 +105,19 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
     config = work / "run.yaml"
     config.write_text(cfg.to_yaml())
     cache = work / "cache"
-    subprocess.run([sys.executable, "-m", "lcm_distill.cache", "--config", str(config), "--out", str(cache),
-                    "--batch-size", str(batch_size), "--overwrite"], cwd=ROOT, check=True)  # fmt: skip
+    command = [sys.executable, "-m", "lcm_distill.cache", "--config", str(config), "--out", str(cache),
+               "--batch-size", str(batch_size), "--overwrite"]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)  # the table alone on stdout
     return {"config": str(config), "cache": str(cache)}
 
 
+def switches_of(row: str) -> list[str]:
+    """'baseline' -> none, 'all' -> every switch, 'cache+fused_ema' -> those two."""
+    return list(SWITCHES) if row == "all" else [] if row == "baseline" else row.split("+")
+
+
 def row_overrides(row: str, cache: str, backend: str) -> list[str]:
-    on = list(SWITCHES) if row == "all" else [] if row == "baseline" else [row]
+    on = switches_of(row)
     out = list(OFF)
     for name in on:
         out += [o.format(cache=cache, backend=backend) for o in SWITCHES[name]]
@@ -182,7 +188,7 @@ def table(results: list[dict]) -> str:
     lines = ["| row | switches on | samples/s | s/step (median) | vs baseline | first step s | peak GiB |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results:
-        on = "none" if r["row"] == "baseline" else ", ".join(SWITCHES) if r["row"] == "all" else r["row"]
+        on = ", ".join(switches_of(r["row"])) or "none"
         if "error" in r:
             lines.append(f"| {r['row']} | {on} | failed: {r['error']} | | | | |")
             continue
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per row")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first one compiles)")
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {ROWS} or switches joined by +")
     ap.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager", "eager"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each row's process")
     ap.add_argument("--workdir", default=None, help="keep assets here (default: a temporary folder)")
@@ -214,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     B, R = args.batch_size or preset["batch_size"], args.resolution or preset["resolution"]
     rows = [r for r in args.rows.split(",") if r]
-    if unknown := sorted(set(rows) - set(ROWS)):
-        ap.error(f"unknown rows {unknown}; choose from {ROWS}")
+    if unknown := sorted({s for r in rows for s in switches_of(r)} - set(SWITCHES)):
+        ap.error(f"unknown switches {unknown}; rows are {ROWS} or switches joined by +")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lcd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     assets = build_assets(args.preset, work, R, B)
