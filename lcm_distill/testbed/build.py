@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-steps", type=int, default=TeacherTrainConfig.steps)
     p.add_argument("--vae-steps", type=int, default=VAETrainConfig.steps)
     p.add_argument("--classifier-steps", type=int, default=ClassifierTrainConfig.steps)
-    p.add_argument("--check-images", type=int, default=500, help="images per setting in the quality check")
+    p.add_argument("--check-images", type=int, default=300, help="images per setting in the quality check")
     p.add_argument("--check-steps", type=int, nargs="+", default=[1, 2, 4, 8, 50])
     p.add_argument("--check-guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0, 8.0])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the runs are sized for 1-2)")
