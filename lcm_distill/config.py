@@ -209,6 +209,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}.")
         return float(value)
     if annotation is str:
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes as a boolean (train.mixed_precision: no)
+            return "yes" if value else "no"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}.")
         return value

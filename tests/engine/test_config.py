@@ -24,6 +24,7 @@ def test_overrides_and_errors_name_the_key(tmp_path):
     ok = ["model.teacher=t", "data.dataset=d"]
     cfg = load_config(None, [*ok, "train.max_train_steps=7", "objective.solver=dpm_solver_pp_2s"])
     assert cfg.train.max_train_steps == 7 and cfg.objective.solver == "dpm_solver_pp_2s"
+    assert load_config(None, [*ok, "train.mixed_precision=no"]).train.mixed_precision == "no"  # YAML 1.1 boolean
     with pytest.raises(ConfigError, match=r"train\.max_steps"):
         load_config(None, [*ok, "train.max_steps=7"])
     with pytest.raises(ConfigError, match=r"train\.max_train_steps"):
