@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a laptop CPU, from a fresh clone: set up, render the digits testbed, distil the bundled tiny
-# teacher (assets/testbed/teacher-eps) with train_lcd.py, then evaluate the LCM at 1/2/4 steps beside the teacher's
+# teacher (assets/testbed/teacher-v) with train_lcd.py, then evaluate the LCM at 1/2/4 steps beside the teacher's
 # 50-step DDIM (domain FID and prompt accuracy) and print the table. Outputs land in outputs/demo/.
 # Extra arguments go to train_lcd.py, e.g.  bash scripts/demo.sh --set train.max_train_steps=50
 set -euo pipefail
@@ -12,7 +12,7 @@ OUT=outputs/demo
 N_IMAGES="${DEMO_NUM_IMAGES:-200}"
 GUIDANCE="${DEMO_GUIDANCE:-4}"
 
-TEACHER=assets/testbed/teacher-eps
+TEACHER=assets/testbed/teacher-v
 start=$(date +%s)
 "$PY" -m lcm_distill.testbed.render --out outputs/testbed-digits
 if [ ! -f "$TEACHER/model_index.json" ]; then
