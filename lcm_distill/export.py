@@ -149,6 +149,16 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
 
 
+def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
+    """The student's LCMScheduler: the teacher's schedule and prediction type, training grid N as
+    ``original_inference_steps`` (validated: N must divide num_train_timesteps). The one place N is written."""
+    from diffusers import LCMScheduler
+
+    config = {k: v for k, v in dict(teacher_scheduler_config).items() if not k.startswith("_")}
+    SkippingGrid(int(config.get("num_train_timesteps", 1000)), int(num_points))
+    return LCMScheduler.from_config(config, original_inference_steps=int(num_points))
+
+
 def save_lcm_pipeline(
     out_dir: str | Path,
     *,
@@ -165,13 +175,9 @@ def save_lcm_pipeline(
     The scheduler is an ``LCMScheduler`` with the teacher's schedule and prediction_type and
     ``original_inference_steps=num_points``; N must divide num_train_timesteps (checked by ``SkippingGrid``).
     """
-    from diffusers import LCMScheduler
-
     from .pipelines import LCMPipeline
 
-    config = {k: v for k, v in dict(teacher_scheduler_config).items() if not k.startswith("_")}
-    SkippingGrid(int(config.get("num_train_timesteps", 1000)), int(num_points))
-    scheduler = LCMScheduler.from_config(config, original_inference_steps=int(num_points))
+    scheduler = lcm_scheduler(teacher_scheduler_config, num_points)
     pipe = LCMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     out = Path(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)

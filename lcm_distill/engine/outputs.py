@@ -25,12 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 def _pipeline(models: Models, unet, num_points: int):
-    from diffusers import LCMScheduler
-
+    from ..export import lcm_scheduler
     from ..pipelines import LCMPipeline
 
-    config = {k: v for k, v in models.scheduler_config.items() if not k.startswith("_")}
-    scheduler = LCMScheduler.from_config(config, original_inference_steps=num_points)
+    scheduler = lcm_scheduler(models.scheduler_config, num_points)
     pipe = LCMPipeline(
         vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet, scheduler=scheduler
     )
