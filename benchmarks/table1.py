@@ -40,7 +40,7 @@ from lcm_distill.evaluation.report import load_report, markdown_table, plot_qual
 
 SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_pp_2s")
 SOLVER_LABELS = {"ddim": "DDIM", "dpm_solver_2": "DPM-Solver-2", "dpm_solver_pp_2s": "DPM-Solver++(2S)"}
-MARK_BEGIN, MARK_END = "<!-- table1:begin -->", "<!-- table1:end -->"
+TITLE = "Table 1, Fig. 3 and LCF in miniature (benchmarks/table1.py)"
 
 
 @dataclass
@@ -82,7 +82,7 @@ def evaluate_step(plan: Plan, name: str, model: Path, kind: str, steps: list[int
     return Step(name, argv, out / "report.json")
 
 
-def _train(script: str, config: str, out_dir: Path, sets: list[str], resume: bool = False) -> list[str]:
+def train_argv(script: str, config: str, out_dir: Path, sets: list[str], resume: bool = False) -> list[str]:
     argv = [script, "--config", config, "--set", f"train.output_dir={out_dir}", "--set", "train.report_to=none"]
     for s in sets:
         argv += ["--set", s]
@@ -94,14 +94,14 @@ def chains(plan: Plan) -> list[list[Step]]:
     o, py_ref = plan.out, plan.data
     lcd, lcf = o / "lcd", o / "lcf"
     main = [
-        Step("lcd", _train("train_lcd.py", "configs/lcd_tiny_cpu.yaml", lcd,
+        Step("lcd", train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", lcd,
                            [f"train.max_train_steps={plan.lcd_steps}", f"train.checkpoint_every={plan.lcd_steps}",
                             f"data.dataset={plan.data / 'train'}", "train.validation_guidance_scale=9"]),
              lcd / "target" / "model_index.json"),
         evaluate_step(plan, "eval-lcm", lcd / "target", "lcm", plan.steps, o / "eval-lcm", py_ref, plan.num_images),
         evaluate_step(plan, "eval-lcf-before", lcd / "target", "lcm", plan.lcf_eval_steps, o / "eval-lcf-before",
                       plan.data_inverted, plan.lcf_images),
-        Step("lcf", _train("train_lcf.py", "configs/lcf_tiny_cpu.yaml", lcf,
+        Step("lcf", train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", lcf,
                            [f"model.student={lcd / 'target'}", f"data.dataset={plan.data_inverted / 'train'}",
                             f"train.max_train_steps={plan.lcf_steps}", f"train.checkpoint_every={plan.lcf_steps}"]),
              lcf / "target" / "model_index.json"),
@@ -140,7 +140,7 @@ def ablation_train_argv(plan: Plan, solver: str, k: int, budget: int, resume: bo
     sets = [f"objective.solver={solver}", f"objective.num_points={1000 // k}", f"train.max_train_steps={budget}",
             f"train.checkpoint_every={budget}", f"train.checkpoints_keep={len(plan.ablation_budgets) + 1}",
             f"data.dataset={plan.data / 'train'}", "train.validation_prompts=[]"]
-    return _train("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run / "lcd", sets, resume=resume)
+    return train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run / "lcd", sets, resume=resume)
 
 
 def ablation_run(plan: Plan, solver: str, k: int) -> None:
@@ -211,7 +211,8 @@ def run_all(plan: Plan) -> dict[str, float]:
     return timings
 
 
-def _fid(report: dict, steps: int) -> float:
+def fid_at(report: dict, steps: int) -> float:
+    """FID of a report's row at ``steps`` sampling steps (StopIteration if that row was not evaluated)."""
     return next(r["fid"] for r in report["results"] if r["steps"] == steps)
 
 
@@ -222,7 +223,7 @@ def ablation_fids(plan: Plan, steps: int) -> dict[str, dict[int, dict[int, float
         for k in plan.ks:
             for b in plan.ablation_budgets:
                 report = load_report(ablation_step_paths(plan, solver, k, b)[1])
-                out.setdefault(solver, {}).setdefault(k, {})[b] = _fid(report, steps)
+                out.setdefault(solver, {}).setdefault(k, {})[b] = fid_at(report, steps)
     return out
 
 
@@ -230,14 +231,14 @@ def target_checks(lcm: dict, ddim: dict, dpmpp: dict, before: dict, after: dict,
     """The issue's three targets, each stated with its numbers and PASS / MISS (never a bare verdict)."""
     lines = []
     for s in (2, 4):
-        f_l, f_d, f_p = _fid(lcm, s), _fid(ddim, s), _fid(dpmpp, s)
+        f_l, f_d, f_p = fid_at(lcm, s), fid_at(ddim, s), fid_at(dpmpp, s)
         ok = f_l <= 0.5 * min(f_d, f_p)
         lines.append(f"- {'PASS' if ok else 'MISS'}: LCM {s}-step FID {f_l:.2f} vs teacher DDIM {f_d:.2f} / "
                      f"DPM-Solver++ {f_p:.2f} (target: at most half of the better one)")
-    f4, f50 = _fid(lcm, 4), _fid(ddim, 50)
+    f4, f50 = fid_at(lcm, 4), fid_at(ddim, 50)
     lines.append(f"- {'PASS' if f4 <= 1.25 * f50 else 'MISS'}: LCM 4-step FID {f4:.2f} vs teacher 50-step DDIM "
                  f"{f50:.2f} ({(f4 / f50 - 1) * 100:+.0f}%; target: within +25%)")
-    fb, fa = _fid(before, lcf_steps), _fid(after, lcf_steps)
+    fb, fa = fid_at(before, lcf_steps), fid_at(after, lcf_steps)
     lines.append(f"- {'PASS' if fa < fb else 'MISS'}: LCF, held-out inverted-style FID at {lcf_steps} steps "
                  f"{fb:.2f} before -> {fa:.2f} after (target: lower)")
     return lines
@@ -307,7 +308,7 @@ def write_report(plan: Plan, timings: dict[str, float], command: str) -> str:
            "| model | " + " | ".join(f"{s} step{'s' * (s > 1)}" for s in plan.lcf_eval_steps) + " |",
            "|---|" + "---|" * len(plan.lcf_eval_steps)]
     for label, rep in (("LCM before LCF", before), ("LCM after LCF", after)):
-        md.append(f"| {label} | " + " | ".join(f"{_fid(rep, s):.2f}" for s in plan.lcf_eval_steps) + " |")
+        md.append(f"| {label} | " + " | ".join(f"{fid_at(rep, s):.2f}" for s in plan.lcf_eval_steps) + " |")
     total = sum(timings.values())
     md += ["", f"Wall time of the steps (summed over {plan.jobs} parallel jobs): {total / 60:.1f} min; "
            f"main LCD {timings.get('lcd', float('nan')):.0f} s, LCF {timings.get('lcf', float('nan')):.0f} s.", ""]
@@ -316,18 +317,20 @@ def write_report(plan: Plan, timings: dict[str, float], command: str) -> str:
     return text
 
 
-def publish(text: str, plan: Plan, results: Path) -> None:
-    """Replace the table1 section of RESULTS.md (or append it) and copy the plots beside it."""
+def publish(text: str, results: Path, key: str, title: str, plots: list[Path]) -> None:
+    """Replace the ``key`` section of RESULTS.md (between its markers; appended under ``title`` the first time) and
+    copy the plots beside it. Text outside the markers (our reading of a run) is kept."""
     import shutil
 
-    for name in ("table1_main.png", "table1_fig3.png"):
-        shutil.copyfile(plan.out / name, results.parent / name)
+    for plot in plots:
+        shutil.copyfile(plot, results.parent / plot.name)
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     old = results.read_text() if results.exists() else ""
-    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-    if MARK_BEGIN in old and MARK_END in old:
-        new = old[: old.index(MARK_BEGIN)] + block + old[old.index(MARK_END) + len(MARK_END):]
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
     else:
-        new = old.rstrip() + "\n\n## Table 1, Fig. 3 and LCF in miniature (benchmarks/table1.py)\n\n" + block + "\n"
+        new = old.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     results.write_text(new)
 
 
@@ -388,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"[table1] finished in {(time.perf_counter() - t0) / 60:.1f} min; report {plan.out / 'table1.md'}")
     if args.publish:
-        publish(text, plan, ROOT / "benchmarks" / "RESULTS.md")
+        publish(text, ROOT / "benchmarks" / "RESULTS.md", "table1", TITLE,
+                [plan.out / "table1_main.png", plan.out / "table1_fig3.png"])
     return 0
 
 

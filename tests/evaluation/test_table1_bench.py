@@ -131,10 +131,13 @@ def test_report_and_publish(bench, tmp_path):
     results = tmp_path / "bench" / "RESULTS.md"
     results.parent.mkdir()
     results.write_text("# Results\n\nolder text\n")
-    bench.publish(text, plan, results)
-    bench.publish(text.replace("python benchmarks/table1.py --x", "second run"), plan, results)
+    plots = [o / "table1_main.png", o / "table1_fig3.png"]
+    bench.publish(text, results, "table1", bench.TITLE, plots)
+    results.write_text(results.read_text() + "\nour reading, kept\n")
+    bench.publish(text.replace("python benchmarks/table1.py --x", "second run"), results, "table1", bench.TITLE, plots)
     published = results.read_text()
-    assert published.count(bench.MARK_BEGIN) == 1 and "second run" in published and "--x" not in published
+    assert published.count("<!-- table1:begin -->") == 1 and published.count(bench.TITLE) == 1
+    assert "second run" in published and "--x" not in published and "our reading, kept" in published
     assert published.startswith("# Results\n\nolder text") and (results.parent / "table1_fig3.png").exists()
 
 
