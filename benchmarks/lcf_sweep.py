@@ -43,7 +43,10 @@ def chains(plan: Plan, student: Path, mus: list[float], lrs: list[float], steps:
                 # train.report_to=tensorboard comes after train_argv's report_to=none: the later --set wins
                 Step(f"lcf-{name}", train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", run, sets),
                      run / "target" / "model_index.json"),
+                # the target (EMA, what the paper samples from) and the online student, which mu does not slow down
                 evaluate_step(plan, f"eval-{name}", run / "target", "lcm", eval_steps, run / "eval", ref, images),
+                evaluate_step(plan, f"eval-student-{name}", run / "student", "lcm", eval_steps, run / "eval-student",
+                              ref, images),
             ])
     return work
 
@@ -78,23 +81,24 @@ def write_report(plan: Plan, mus: list[float], lrs: list[float], steps: int, eva
     import matplotlib.pyplot as plt
 
     start = load_report(plan.out / "eval-start" / "report.json")
-    head = " | ".join(f"FID {s}-step" for s in eval_steps)
+    head = " | ".join(f"{net} FID {s}-step" for net in ("target", "student") for s in eval_steps)
     md = [f"Command: `{command}` ({minutes:.1f} min)", "",
           f"LCF of the Table-1 LCM on the inverted style, {steps} steps, batch 16, Huber loss, omega ~ U[2, 8]; "
-          f"FID against the inverted test split, {images} images, g = {plan.guidance:g}. Loss: mean of the values "
+          f"FID against the inverted test split, {images} images, g = {plan.guidance:g}, of the exported "
+          f"target (the EMA network the paper samples from) and of the online student. Loss: mean of the values "
           f"logged every 10 steps over the first 30 and the last 30 steps.", "",
           f"| mu (train.ema_decay) | lr | loss, steps 1-30 | loss, last 30 | {head} |",
-          "|---|---|---|---|" + "---|" * len(eval_steps),
-          "| (starting LCM) | - | - | - | " + " | ".join(f"{fid_at(start, s):.2f}" for s in eval_steps) + " |"]
+          "|---|---|---|---|" + "---|" * 2 * len(eval_steps),
+          "| (starting LCM) | - | - | - | " + " | ".join(f"{fid_at(start, s):.2f}" for s in eval_steps * 2) + " |"]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for mu in mus:
         for lr in lrs:
             run = plan.out / run_name(mu, lr)
             curve = loss_curve(run)
-            rep = load_report(run / "eval" / "report.json")
+            reps = [load_report(run / d / "report.json") for d in ("eval", "eval-student")]
             md.append(f"| {mu:g} | {lr:g} | {window_mean(curve, 1, 30):.5f} | "
                       f"{window_mean(curve, steps - 29, steps):.5f} | "
-                      + " | ".join(f"{fid_at(rep, s):.2f}" for s in eval_steps) + " |")
+                      + " | ".join(f"{fid_at(r, s):.2f}" for r in reps for s in eval_steps) + " |")
             ax.plot([s for s, _ in curve], [v for _, v in curve], label=f"mu={mu:g}, lr={lr:g}")
     ax.set_xlabel("LCF step")
     ax.set_ylabel("training loss (Huber)")

@@ -37,10 +37,11 @@ def test_runs_are_valid_lcf_commands(sweep, tmp_path, capsys):
     assert [c[0].name for c in work] == ["eval-start", "lcf-mu0.95-lr0.0001", "lcf-mu0.95-lr8e-06",
                                          "lcf-mu0.999943-lr0.0001", "lcf-mu0.999943-lr8e-06"]
     for chain in work[1:]:
-        train, ev = chain
+        train, ev, ev_student = chain
         argv = train.argv
         assert train_cli([*argv[1:], "--dry-run"], kind="lcf", prog=argv[0]) == 0
         assert ev.argv[ev.argv.index("--model") + 1] == str(train.done.parent)
+        assert ev_student.argv[ev_student.argv.index("--model") + 1] == str(train.done.parent.parent / "student")
         assert ev.argv[ev.argv.index("--reference") + 1] == str(plan.data_inverted)
     printed = capsys.readouterr().out
     assert "ema_decay: 0.999943" in printed and "learning_rate: 8.0e-06" in printed
@@ -67,10 +68,11 @@ def test_report_reads_tensorboard_curves(sweep, tmp_path):
             writer.add_scalar("loss", base * (1.0 if step <= 30 else 0.5), step)
         writer.close()
         _report(run / "eval", {1: 20.0 + base, 4: 10.0 + base})
+        _report(run / "eval-student", {1: 5.0 + base, 4: 3.0 + base})
     text = sweep.write_report(plan, [0.95, 0.999], [1e-4], 60, [1, 4], 4, "python benchmarks/lcf_sweep.py", 1.5)
-    assert "| (starting LCM) | - | - | - | 30.00 | 28.00 |" in text
-    assert "| 0.95 | 0.0001 | 1.00000 | 0.50000 | 21.00 | 11.00 |" in text
-    assert "| 0.999 | 0.0001 | 2.00000 | 1.00000 | 22.00 | 12.00 |" in text
+    assert "| (starting LCM) | - | - | - | 30.00 | 28.00 | 30.00 | 28.00 |" in text
+    assert "| 0.95 | 0.0001 | 1.00000 | 0.50000 | 21.00 | 11.00 | 6.00 | 4.00 |" in text
+    assert "| 0.999 | 0.0001 | 2.00000 | 1.00000 | 22.00 | 12.00 | 7.00 | 5.00 |" in text
     assert (plan.out / "lcf_sweep.png").stat().st_size > 0
     with pytest.raises(FileNotFoundError, match="no tensorboard event file"):
         sweep.loss_curve(tmp_path / "nowhere")
