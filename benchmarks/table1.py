@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The LCM paper's Table 1, Fig. 3 and LCF experiment in miniature, on the digits testbed, on a CPU.
 
-    python benchmarks/table1.py --out outputs/bench-table1 --publish     # ~25 min on a 2-core CPU
+    python benchmarks/table1.py --out outputs/bench-table1 --publish     # 26 min on a 2-core CPU (measured)
 
 What runs (every piece is one of the toolkit's own commands, started as a subprocess and logged):
 
