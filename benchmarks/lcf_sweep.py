@@ -15,11 +15,14 @@ import argparse
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table1 import ROOT, Plan, Step, evaluate_step, fid_at, load_report, publish, run_chain, train_argv
+from bench_runner import ROOT, Step, publish, run_chains, train_argv
+from table1 import Plan, evaluate_step, fid_at
+
+from lcm_distill.evaluation.report import load_report
 
 TITLE = "LCF convergence: target EMA rate mu x learning rate (benchmarks/lcf_sweep.py)"
 
@@ -38,10 +41,10 @@ def chains(plan: Plan, student: Path, mus: list[float], lrs: list[float], steps:
             name, run = run_name(mu, lr), plan.out / run_name(mu, lr)
             sets = [f"model.student={student}", f"data.dataset={ref / 'train'}", f"train.max_train_steps={steps}",
                     f"train.checkpoint_every={steps}", f"train.ema_decay={mu}", f"optim.learning_rate={lr}",
-                    "train.report_to=tensorboard", "train.log_every=10", "train.validation_prompts=[]"]
+                    "train.log_every=10", "train.validation_prompts=[]"]
             work.append([
-                # train.report_to=tensorboard comes after train_argv's report_to=none: the later --set wins
-                Step(f"lcf-{name}", train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", run, sets),
+                Step(f"lcf-{name}", train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", run, sets,
+                                               report_to="tensorboard"),  # the loss curves are read from the logs
                      run / "target" / "model_index.json"),
                 # the target (EMA, what the paper samples from) and the online student, which mu does not slow down
                 evaluate_step(plan, f"eval-{name}", run / "target", "lcm", eval_steps, run / "eval", ref, images),
@@ -140,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs=args.jobs)
     t0 = time.perf_counter()
     work = chains(plan, args.student.resolve(), args.mus, args.lrs, args.steps, args.eval_steps, args.num_images)
-    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
-        for fut in [pool.submit(run_chain, c, plan) for c in work[::-1]]:  # the long chains first
-            fut.result()
+    run_chains(work[::-1], plan)  # the long chains first
     command = shlex.join(["python", "benchmarks/lcf_sweep.py", *(argv if argv is not None else sys.argv[1:])])
     text = write_report(plan, args.mus, args.lrs, args.steps, args.eval_steps, args.num_images, command,
                         (time.perf_counter() - t0) / 60)

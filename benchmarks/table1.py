@@ -10,7 +10,7 @@ What runs (every piece is one of the toolkit's own commands, started as a subpro
   teacher with DPM-Solver++ at 1/2/4/8 steps (plus the teacher's 50-step DDIM) at the paper's omega = 8
   (guidance_scale 9): domain FID against the real test split and prompt accuracy.
 * Fig. 3 (reduced budget): the same distillation with solver in {DDIM, DPM-Solver-2, DPM-Solver++(2S)} x skipping
-  step k in {1, 5, 10, 20, 50} (objective.num_points = 1000 // k), 4-step FID after each training budget (the
+  step k in {1, 5, 10, 20, 50} (objective.num_points = T // k), 1- and 4-step FID after each training budget (the
   run is resumed from its last checkpoint between budgets, so one run gives the FID-vs-iterations curve).
 * LCF: ``train_lcf.py`` (configs/lcf_tiny_cpu.yaml) fine-tunes the Table-1 LCM on the "inverted" style that the
   teacher never saw; held-out FID on the inverted test split before and after.
@@ -24,33 +24,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lcm_distill.evaluation.report import load_report, markdown_table, plot_quality_vs_steps  # noqa: E402
+from bench_runner import ROOT, Step, publish, run_chains, train_argv
+
+from lcm_distill.evaluation.report import load_report, markdown_table, plot_quality_vs_steps
+from lcm_distill.functional.grid import SkippingGrid
+from lcm_distill.functional.guidance import omega_from_guidance_scale
 
 SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_pp_2s")
 SOLVER_LABELS = {"ddim": "DDIM", "dpm_solver_2": "DPM-Solver-2", "dpm_solver_pp_2s": "DPM-Solver++(2S)"}
 TITLE = "Table 1, Fig. 3 and LCF in miniature (benchmarks/table1.py)"
+TEACHER = Path("assets/testbed/teacher-v")  # the teacher configs/lcd_tiny_cpu.yaml distils (relative to ROOT)
 
 
-@dataclass
-class Step:
-    """One subprocess; ``done`` is a file that exists once it has finished (then it is skipped)."""
-
-    name: str
-    argv: list[str]
-    done: Path
-    seconds: float | None = None
+def num_points_for(k: int) -> int:
+    """objective.num_points N giving skipping step ``k`` (the grid's k = T // N) on T = 1000 training timesteps;
+    ValueError when k does not divide T."""
+    T = SkippingGrid.num_train_timesteps
+    if k < 1 or T % k:
+        raise ValueError(f"a skipping step must divide the {T} training timesteps")
+    grid = SkippingGrid(T, T // k)
+    assert grid.k == k
+    return grid.num_points
 
 
 @dataclass
@@ -82,13 +86,6 @@ def evaluate_step(plan: Plan, name: str, model: Path, kind: str, steps: list[int
     return Step(name, argv, out / "report.json")
 
 
-def train_argv(script: str, config: str, out_dir: Path, sets: list[str], resume: bool = False) -> list[str]:
-    argv = [script, "--config", config, "--set", f"train.output_dir={out_dir}", "--set", "train.report_to=none"]
-    for s in sets:
-        argv += ["--set", s]
-    return argv + (["--resume", "latest"] if resume else [])
-
-
 def chains(plan: Plan) -> list[list[Step]]:
     """The work as independent chains (steps in a chain run in order); the longest chains first."""
     o, py_ref = plan.out, plan.data
@@ -96,7 +93,8 @@ def chains(plan: Plan) -> list[list[Step]]:
     main = [
         Step("lcd", train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", lcd,
                            [f"train.max_train_steps={plan.lcd_steps}", f"train.checkpoint_every={plan.lcd_steps}",
-                            f"data.dataset={plan.data / 'train'}", "train.validation_guidance_scale=9"]),
+                            f"data.dataset={plan.data / 'train'}",
+                            f"train.validation_guidance_scale={plan.guidance:g}"]),
              lcd / "target" / "model_index.json"),
         evaluate_step(plan, "eval-lcm", lcd / "target", "lcm", plan.steps, o / "eval-lcm", py_ref, plan.num_images),
         evaluate_step(plan, "eval-lcf-before", lcd / "target", "lcm", plan.lcf_eval_steps, o / "eval-lcf-before",
@@ -108,11 +106,10 @@ def chains(plan: Plan) -> list[list[Step]]:
         evaluate_step(plan, "eval-lcf-after", lcf / "target", "lcm", plan.lcf_eval_steps, o / "eval-lcf-after",
                       plan.data_inverted, plan.lcf_images),
     ]
-    teacher = "assets/testbed/teacher-v"
     teachers = [
-        evaluate_step(plan, "eval-teacher-ddim", Path(teacher), "teacher-ddim", [*plan.steps, 50],
+        evaluate_step(plan, "eval-teacher-ddim", TEACHER, "teacher-ddim", [*plan.steps, 50],
                       o / "eval-teacher-ddim", py_ref, plan.num_images),
-        evaluate_step(plan, "eval-teacher-dpmpp", Path(teacher), "teacher-dpmpp", plan.steps,
+        evaluate_step(plan, "eval-teacher-dpmpp", TEACHER, "teacher-dpmpp", plan.steps,
                       o / "eval-teacher-dpmpp", py_ref, plan.num_images),
     ]
     ablation = []
@@ -137,8 +134,9 @@ def ablation_step_paths(plan: Plan, solver: str, k: int, budget: int) -> tuple[P
 
 def ablation_train_argv(plan: Plan, solver: str, k: int, budget: int, resume: bool) -> list[str]:
     run, _ = ablation_step_paths(plan, solver, k, budget)
-    sets = [f"objective.solver={solver}", f"objective.num_points={1000 // k}", f"train.max_train_steps={budget}",
-            f"train.checkpoint_every={budget}", f"train.checkpoints_keep={len(plan.ablation_budgets) + 1}",
+    sets = [f"objective.solver={solver}", f"objective.num_points={num_points_for(k)}",
+            f"train.max_train_steps={budget}", f"train.checkpoint_every={budget}",
+            f"train.checkpoints_keep={len(plan.ablation_budgets) + 1}",
             f"data.dataset={plan.data / 'train'}", "train.validation_prompts=[]"]
     return train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run / "lcd", sets, resume=resume)
 
@@ -149,6 +147,7 @@ def ablation_run(plan: Plan, solver: str, k: int) -> None:
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     from lcm_distill.cli import main as train_cli
+    from lcm_distill.engine.checkpoint import checkpoint_path
     from lcm_distill.evaluate import main as evaluate_cli
 
     for i, budget in enumerate(plan.ablation_budgets):
@@ -156,8 +155,7 @@ def ablation_run(plan: Plan, solver: str, k: int) -> None:
         if report.exists():
             continue
         t0 = time.perf_counter()
-        ckpt = run / "lcd" / "checkpoints" / f"checkpoint-{budget:08d}"
-        if not ckpt.exists():
+        if not checkpoint_path(run / "lcd", budget).exists():
             argv = ablation_train_argv(plan, solver, k, budget, resume=i > 0)
             if train_cli(argv[1:], kind="lcd", prog="train_lcd.py") != 0:
                 raise RuntimeError(f"[table1] training {solver} k={k} to {budget} steps failed")
@@ -170,30 +168,6 @@ def ablation_run(plan: Plan, solver: str, k: int) -> None:
         print(f"[table1] {solver} k={k} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def run_chain(chain: list[Step], plan: Plan) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    if plan.jobs > 1:
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    logs = plan.out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for step in chain:
-        if step.done.exists():
-            print(f"[table1] {step.name}: done before, skipped", flush=True)
-            continue
-        t0 = time.perf_counter()
-        log = logs / f"{step.name}.log"
-        with log.open("w") as fh:
-            fh.write("$ " + shlex.join([sys.executable, *step.argv]) + "\n")
-            fh.flush()
-            rc = subprocess.run([sys.executable, *step.argv], cwd=ROOT, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT).returncode
-        step.seconds = time.perf_counter() - t0
-        if rc != 0 or not step.done.exists():
-            raise RuntimeError(f"[table1] step {step.name} failed (exit {rc}); see {log}")
-        print(f"[table1] {step.name}: {step.seconds:.0f} s", flush=True)
-
-
 def run_all(plan: Plan) -> dict[str, float]:
     """Render the data (both styles), then run every chain, ``plan.jobs`` at a time. Returns seconds per step."""
     for path, style in ((plan.data, "plain"), (plan.data_inverted, "inverted")):
@@ -201,9 +175,7 @@ def run_all(plan: Plan) -> dict[str, float]:
             subprocess.run([sys.executable, "-m", "lcm_distill.testbed.render", "--out", str(path), "--style", style],
                            cwd=ROOT, check=True)
     work = chains(plan)
-    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
-        for fut in [pool.submit(run_chain, c, plan) for c in work]:
-            fut.result()
+    run_chains(work, plan)
     timings_path = plan.out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     timings.update({s.name: round(s.seconds, 1) for c in work for s in c if s.seconds is not None})
@@ -284,17 +256,17 @@ def write_report(plan: Plan, timings: dict[str, float], command: str) -> str:
     lcf_s = max(plan.lcf_eval_steps)
     budgets = plan.ablation_budgets
     md = [f"Command: `{command}`", "",
-          f"Table 1 in miniature: teacher-v (assets/testbed) with DDIM and DPM-Solver++, and the LCM distilled from "
-          f"it ({plan.lcd_steps} LCD steps, DDIM solver, k = 20), guidance_scale {plan.guidance:g} "
-          f"(omega = {plan.guidance - 1:g}), {plan.num_images} images per cell, seed 0, against the real test "
-          f"split (data floor FID 0.41).", "",
+          f"Table 1 in miniature: {TEACHER.name} ({TEACHER.parent}) with DDIM and DPM-Solver++, and the LCM "
+          f"distilled from it ({plan.lcd_steps} LCD steps, DDIM solver, k = 20), guidance_scale {plan.guidance:g} "
+          f"(omega = {omega_from_guidance_scale(plan.guidance):g}), {plan.num_images} images per cell, seed 0, "
+          f"against the real test split (data floor FID 0.41).", "",
           "**Domain FID (lower is better)**", "", markdown_table([ddim, dpmpp, lcm], "fid"),
           "**Prompt accuracy (higher is better)**", "", markdown_table([ddim, dpmpp, lcm], "prompt_accuracy"),
           "![Table 1 plot](table1_main.png)", "", "Targets:", "",
           *target_checks(lcm, ddim, dpmpp, before, after, lcf_s), "",
           f"**Fig. 3 ablation** (reduced budget): FID at g = {plan.guidance:g} ({plan.ablation_images} images) "
           f"after {' / '.join(map(str, budgets))} training iterations (batch 16), by ODE solver and skipping "
-          f"step k (num_points = 1000 // k); otherwise the Table-1 LCM's configuration.", ""]
+          f"step k (num_points = T // k, T = 1000); otherwise the Table-1 LCM's configuration.", ""]
     for steps, fids in fids_by_steps.items():
         md += [f"{steps}-step sampling:", "",
                "| solver | " + " | ".join(f"k={k}" for k in plan.ks) + " |", "|---|" + "---|" * len(plan.ks)]
@@ -315,23 +287,6 @@ def write_report(plan: Plan, timings: dict[str, float], command: str) -> str:
     text = "\n".join(md)
     (o / "table1.md").write_text(text)
     return text
-
-
-def publish(text: str, results: Path, key: str, title: str, plots: list[Path]) -> None:
-    """Replace the ``key`` section of RESULTS.md (between its markers; appended under ``title`` the first time) and
-    copy the plots beside it. Text outside the markers (our reading of a run) is kept."""
-    import shutil
-
-    for plot in plots:
-        shutil.copyfile(plot, results.parent / plot.name)
-    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    old = results.read_text() if results.exists() else ""
-    block = f"{begin}\n{text}\n{end}"
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
-    else:
-        new = old.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
-    results.write_text(new)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,13 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
     """Check the flags (errors name the flag) and build the plan."""
-    bad = [k for k in args.ks if k < 1 or 1000 % k]
-    if bad:
-        p.error(f"--ks {bad[0]}: a skipping step must divide the 1000 training timesteps")
+    for k in args.ks:
+        try:
+            num_points_for(k)
+        except ValueError as err:
+            p.error(f"--ks {k}: {err}")
     if args.ablation_budgets != sorted(set(args.ablation_budgets)):
         p.error(f"--ablation-budgets {args.ablation_budgets}: must be strictly ascending")
-    if not (ROOT / "assets" / "testbed" / "teacher-v" / "model_index.json").exists():
-        p.error("assets/testbed/teacher-v is missing: run `python -m lcm_distill.testbed.build` first")
+    if not (ROOT / TEACHER / "model_index.json").exists():
+        p.error(f"{TEACHER} is missing: run `python -m lcm_distill.testbed.build` first")
     plan = Plan(out=args.out.resolve(), data=args.data.resolve(), data_inverted=args.data_inverted.resolve(),
                 lcd_steps=args.lcd_steps, num_images=args.num_images, solvers=args.solvers, ks=args.ks,
                 ablation_budgets=args.ablation_budgets, ablation_images=args.ablation_images,

@@ -19,6 +19,11 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    """Where the complete checkpoint of ``step`` lives (what ``--resume`` and outside tools look for)."""
+    return checkpoint_dir(output_dir) / f"checkpoint-{step:08d}"
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = checkpoint_dir(output_dir)
@@ -44,8 +49,8 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int) -> Path:
     """Collective: every process calls it. Returns the final path."""
     root = checkpoint_dir(output_dir)
-    final = root / f"checkpoint-{step:08d}"
-    tmp = root / f".tmp-checkpoint-{step:08d}"
+    final = checkpoint_path(output_dir, step)
+    tmp = root / f".tmp-{final.name}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-checkpoint-*"):

@@ -30,6 +30,14 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture(scope="module")
+def runner(bench):
+    """benchmarks/bench_runner.py, importable once table1 has put benchmarks/ on sys.path."""
+    import bench_runner
+
+    return bench_runner
+
+
 def _plan(bench, tmp_path, **kw):
     return bench.Plan(out=tmp_path / "out", data=tmp_path / "digits", data_inverted=tmp_path / "inv", **kw)
 
@@ -72,19 +80,19 @@ def test_every_step_parses_with_the_real_clis(bench, tmp_path, capsys):
     assert "50" in by_name["eval-teacher-ddim"].argv  # the teacher's 50-step reference
 
 
-def test_run_chain_skips_finished_steps_and_names_the_failing_log(bench, tmp_path):
+def test_run_chain_skips_finished_steps_and_names_the_failing_log(bench, runner, tmp_path):
     plan = _plan(bench, tmp_path)
     done = tmp_path / "a.done"
     write = ["-c", f"import pathlib; pathlib.Path({str(done)!r}).write_text('x')"]
-    bench.run_chain([bench.Step("a", write, done)], plan)
+    runner.run_chain([runner.Step("a", write, done)], plan)
     assert done.exists() and (plan.out / "logs" / "a.log").read_text().startswith("$ ")
     done.write_text("kept")
-    bench.run_chain([bench.Step("a", write, done)], plan)  # finished before: not run again
+    runner.run_chain([runner.Step("a", write, done)], plan)  # finished before: not run again
     assert done.read_text() == "kept"
     with pytest.raises(RuntimeError, match=r"step b failed \(exit 3\).*b\.log"):
-        bench.run_chain([bench.Step("b", ["-c", "import sys; sys.exit(3)"], tmp_path / "never")], plan)
+        runner.run_chain([runner.Step("b", ["-c", "import sys; sys.exit(3)"], tmp_path / "never")], plan)
     with pytest.raises(RuntimeError, match="step c failed"):  # exit 0 but no done file is a failure too
-        bench.run_chain([bench.Step("c", ["-c", "pass"], tmp_path / "never")], plan)
+        runner.run_chain([runner.Step("c", ["-c", "pass"], tmp_path / "never")], plan)
 
 
 def _report(path: Path, fids: dict[int, float]) -> None:
@@ -107,7 +115,7 @@ def test_targets_pass_and_miss_on_the_numbers(bench, tmp_path):
     assert lines[-1].startswith("- MISS") and "4.00 before -> 9.00 after" in lines[-1]
 
 
-def test_report_and_publish(bench, tmp_path):
+def test_report_and_publish(bench, runner, tmp_path):
     plan = _plan(bench, tmp_path, solvers=["ddim", "dpm_solver_2"], ks=[10, 20], ablation_budgets=[5, 10],
                  lcf_eval_steps=[1, 4])
     o = plan.out
@@ -132,9 +140,9 @@ def test_report_and_publish(bench, tmp_path):
     results.parent.mkdir()
     results.write_text("# Results\n\nolder text\n")
     plots = [o / "table1_main.png", o / "table1_fig3.png"]
-    bench.publish(text, results, "table1", bench.TITLE, plots)
+    runner.publish(text, results, "table1", bench.TITLE, plots)
     results.write_text(results.read_text() + "\nour reading, kept\n")
-    bench.publish(text.replace("python benchmarks/table1.py --x", "second run"), results, "table1", bench.TITLE, plots)
+    runner.publish(text.replace("python benchmarks/table1.py --x", "second run"), results, "table1", bench.TITLE, plots)
     published = results.read_text()
     assert published.count("<!-- table1:begin -->") == 1 and published.count(bench.TITLE) == 1
     assert "second run" in published and "--x" not in published and "our reading, kept" in published

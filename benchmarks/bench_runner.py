@@ -1,0 +1,89 @@
+"""What the benchmark scripts share: subprocess chains that skip finished steps, toolkit command lines, and
+publishing a section of benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RunSettings(Protocol):
+    """Where logs go (``out/logs``) and how many chains run side by side (one torch thread each if > 1)."""
+
+    out: Path
+    jobs: int
+
+
+@dataclass
+class Step:
+    """One subprocess; ``done`` is a file that exists once it has finished (then it is skipped)."""
+
+    name: str
+    argv: list[str]
+    done: Path
+    seconds: float | None = None
+
+
+def train_argv(script: str, config: str, out_dir: Path, sets: list[str], resume: bool = False,
+               report_to: str = "none") -> list[str]:
+    argv = [script, "--config", config, "--set", f"train.output_dir={out_dir}", "--set", f"train.report_to={report_to}"]
+    for s in sets:
+        argv += ["--set", s]
+    return argv + (["--resume", "latest"] if resume else [])
+
+
+def run_chain(chain: list[Step], plan: RunSettings) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    if plan.jobs > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    logs = plan.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for step in chain:
+        if step.done.exists():
+            print(f"[bench] {step.name}: done before, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        log = logs / f"{step.name}.log"
+        with log.open("w") as fh:
+            fh.write("$ " + shlex.join([sys.executable, *step.argv]) + "\n")
+            fh.flush()
+            rc = subprocess.run([sys.executable, *step.argv], cwd=ROOT, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT).returncode
+        step.seconds = time.perf_counter() - t0
+        if rc != 0 or not step.done.exists():
+            raise RuntimeError(f"[bench] step {step.name} failed (exit {rc}); see {log}")
+        print(f"[bench] {step.name}: {step.seconds:.0f} s", flush=True)
+
+
+def run_chains(work: list[list[Step]], plan: RunSettings) -> None:
+    """Run the chains ``plan.jobs`` at a time, in list order; the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
+        for fut in [pool.submit(run_chain, c, plan) for c in work]:
+            fut.result()
+
+
+def publish(text: str, results: Path, key: str, title: str, plots: list[Path]) -> None:
+    """Replace the ``key`` section of RESULTS.md (between its markers; appended under ``title`` the first time) and
+    copy the plots beside it. Text outside the markers (our reading of a run) is kept."""
+    import shutil
+
+    for plot in plots:
+        shutil.copyfile(plot, results.parent / plot.name)
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    old = results.read_text() if results.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
+    else:
+        new = old.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
+    results.write_text(new)
