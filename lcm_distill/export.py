@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .functional import SkippingGrid
+from .functional import SkippingGrid, omega_from_guidance_scale
 
 METHODS = {
     "LCD": "Latent Consistency Distillation (LCM paper, Algorithm 1): the student learns to map any point of the "
@@ -91,7 +91,8 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
     if has_omega_embedding:
         guidance = (
             f"`guidance_scale={card.guidance_scale}` (diffusers convention: the student is conditioned on "
-            f"ω = guidance_scale − 1 = {card.guidance_scale - 1:g}; there is no second, unconditional pass)"
+            f"ω = guidance_scale − 1 = {omega_from_guidance_scale(card.guidance_scale):g}; there is no second, "
+            "unconditional pass)"
         )
         if card.omega_range is not None:
             lo, hi = card.omega_range
