@@ -6,7 +6,7 @@
 Why: a user of the official LCM code reported LCF "stalling" (loss flat near 0.005 with mu = 0.999943, lr 8e-6,
 batch 72). This sweep fine-tunes the Table-1 LCM (outputs/bench-table1/lcd/target) on the testbed's unseen
 "inverted" style with ``train_lcf.py`` at each (mu, lr) pair, logs the loss every 10 steps (tensorboard), and scores
-the result with ``python -m lcm_distill.evaluate`` on the inverted test split. Steps already finished are skipped.
+the result with ``python -m lcm_distill.cli.evaluate`` on the inverted test split. Steps already finished are skipped.
 """
 
 from __future__ import annotations

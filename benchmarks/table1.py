@@ -6,7 +6,7 @@
 What runs (every piece is one of the toolkit's own commands, started as a subprocess and logged):
 
 * Table 1: ``train_lcd.py`` distils the bundled v-prediction teacher (configs/lcd_tiny_cpu.yaml: DDIM solver,
-  k = 20, omega ~ U[2, 8]); then ``python -m lcm_distill.evaluate`` scores the LCM, the teacher with DDIM and the
+  k = 20, omega ~ U[2, 8]); then ``python -m lcm_distill.cli.evaluate`` scores the LCM, the teacher with DDIM and the
   teacher with DPM-Solver++ at 1/2/4/8 steps (plus the teacher's 50-step DDIM) at the paper's omega = 8
   (guidance_scale 9): domain FID against the real test split and prompt accuracy.
 * Fig. 3 (reduced budget): the same distillation with solver in {DDIM, DPM-Solver-2, DPM-Solver++(2S)} x skipping
@@ -79,7 +79,7 @@ class Plan:
 
 def evaluate_step(plan: Plan, name: str, model: Path, kind: str, steps: list[int], out: Path, reference: Path,
                   num_images: int) -> Step:
-    argv = ["-m", "lcm_distill.evaluate", "--model", str(model), "--kind", kind, "--steps", *map(str, steps),
+    argv = ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", kind, "--steps", *map(str, steps),
             "--guidance", f"{plan.guidance:g}", "--reference", str(reference), "--fid-features", "testbed",
             "--prompt-accuracy", "testbed", "--num-images", str(num_images), "--batch-size", "100", "--seed", "0",
             "--threads", "1" if plan.jobs > 1 else "0", "--out", str(out)]
@@ -147,8 +147,8 @@ def ablation_run(plan: Plan, solver: str, k: int) -> None:
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     from lcm_distill.cli import main as train_cli
+    from lcm_distill.cli.evaluate import main as evaluate_cli
     from lcm_distill.engine.checkpoint import checkpoint_path
-    from lcm_distill.evaluate import main as evaluate_cli
 
     for i, budget in enumerate(plan.ablation_budgets):
         run, report = ablation_step_paths(plan, solver, k, budget)

@@ -11,8 +11,10 @@ turned on alone, and "all" (every switch on). The teacher's cond/uncond forward 
 frozen_bf16 = model.frozen_dtype=bf16, fused_ema = train.ema_impl=foreach, compile = model.compile (torch.compile of
 student, target and teacher; the first step, which compiles, is reported separately and excluded from the rate).
 
-What a step is: batch_loss (encode or read cache, student forward+backward, teacher solver step, target forward) +
-AdamW + EMA, on batches already in device memory (decoding images is a data-loader cost, hidden by its workers).
+What a step is: the engine's own TrainStep (lcm_distill.engine.step) over the run's ConsistencyStep - encode or read
+cache, student forward+backward, teacher solver step, target forward, gradient clipping, accumulation, AdamW with
+the config's optim.* settings, LR schedule, EMA - on batches already in device memory (decoding images is a
+data-loader cost, hidden by its workers).
 samples/s = batch / median step time. Peak memory: max CUDA memory allocated (GPU), or the process's peak RSS (CPU,
 which includes Python and the libraries). Each row runs in its own process, so peaks and compile caches don't mix.
 """
@@ -105,7 +107,7 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
     config = work / "run.yaml"
     config.write_text(cfg.to_yaml())
     cache = work / "cache"
-    command = [sys.executable, "-m", "lcm_distill.cache", "--config", str(config), "--out", str(cache),
+    command = [sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(config), "--out", str(cache),
                "--batch-size", str(batch_size), "--overwrite"]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)  # the table alone on stdout
     return {"config": str(config), "cache": str(cache)}
@@ -126,19 +128,19 @@ def row_overrides(row: str, cache: str, backend: str) -> list[str]:
 
 def run_worker(spec: dict) -> dict:
     """One row in this process: load, warm up, time ``steps`` steps."""
-    from accelerate import Accelerator
+    import itertools
+
+    from diffusers.optimization import get_scheduler
 
     from lcm_distill.config import load_config
     from lcm_distill.data import build_batches
-    from lcm_distill.engine import ema_update
-    from lcm_distill.functional import SkippingGrid
-    from lcm_distill.models import load_models
-    from lcm_distill.objectives import batch_loss, draw_step_noise, step_generator
+    from lcm_distill.engine import TrainStep, build_accelerator, build_optimizer, load_run_models
+    from lcm_distill.objectives import ConsistencyStep
 
     cfg = load_config(spec["config"], spec["overrides"])
-    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    acc = build_accelerator(cfg)
     device, cuda = acc.device, acc.device.type == "cuda"
-    models = load_models(cfg).to(device)
+    models = load_run_models(cfg).to(device)
     models.schedule = models.schedule.to(device)
     B = cfg.train.per_device_batch_size
     it = iter(build_batches(cfg.data, B, 0, 1, cfg.train.seed, models=models))
@@ -147,22 +149,24 @@ def run_worker(spec: dict) -> dict:
         batch = next(it)
         data.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
     params = [p for p in models.student.parameters() if p.requires_grad]
-    student, optimizer = acc.prepare(models.student, torch.optim.AdamW(params, lr=1e-6))
-    unwrapped = acc.unwrap_model(student)
-    target = models.target if models.target is not None else unwrapped
-    grid = SkippingGrid(models.schedule.num_train_timesteps, cfg.objective.num_points)
-    shape = models.latent_shape(cfg.data.resolution)
+    optimizer = build_optimizer(params, cfg)
+    lr_schedule = get_scheduler(cfg.optim.lr_scheduler, optimizer, num_warmup_steps=cfg.optim.lr_warmup_steps,
+                                num_training_steps=cfg.train.max_train_steps)  # fmt: skip
+    student, optimizer = acc.prepare(models.student, optimizer)
+    consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student,
+                                  unwrapped=acc.unwrap_model(student), autocast=acc.autocast)  # fmt: skip
+    train_step = TrainStep(
+        acc, consistency, optimizer, lr_schedule, params, seed=cfg.train.seed, batch_size=B,
+        accumulation=cfg.train.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
+        ema_decay=cfg.train.ema_decay, ema_impl=cfg.train.ema_impl,
+    )  # fmt: skip
+    batches = itertools.cycle(data)
 
     def step(i: int) -> float:
-        noise = draw_step_noise(step_generator(cfg.train.seed, i), B, shape, grid, cfg.objective).to(device)
-        loss = batch_loss(models, data[i % len(data)], noise, student, target,
-                          lambda: models.teacher_unet(unwrapped), cfg.objective, acc.autocast)  # fmt: skip
-        acc.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if models.target is not None:
-            ema_update(models.target, unwrapped, cfg.train.ema_decay, cfg.train.ema_impl)
-        return loss.item()  # synchronises
+        result = train_step(i, batches)  # .item() of the loss inside: synchronises
+        if not result.finite:
+            raise RuntimeError(f"step {i}: non-finite loss")
+        return result.loss
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -178,9 +182,10 @@ def run_worker(spec: dict) -> dict:
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     med = statistics.median(times)
-    return {"row": spec["row"], "samples_s": B / med, "step_s": med, "first_step_s": first, "peak_gib": peak / 2**30,
-            "memory": "cuda max allocated" if cuda else "process peak RSS", "device": str(device),
-            "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
+    samples = B * cfg.train.gradient_accumulation_steps
+    return {"row": spec["row"], "samples_s": samples / med, "step_s": med, "first_step_s": first,
+            "peak_gib": peak / 2**30, "memory": "cuda max allocated" if cuda else "process peak RSS",
+            "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
 
 
 def table(results: list[dict]) -> str:

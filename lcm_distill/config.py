@@ -7,6 +7,7 @@ raise :class:`ConfigError` naming the dotted key, so a typo never silently falls
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps
 
 
 class ConfigError(ValueError):
@@ -85,7 +88,7 @@ class DataConfig:
     min_height: int = 0
     max_pwatermark: float | None = None  # pwatermark <= this
     min_aesthetic: float | None = None  # aesthetic | AESTHETIC_SCORE >= this
-    cache_dir: str | None = None  # latent/text cache from `python -m lcm_distill.cache` (replaces VAE + text encoder)
+    cache_dir: str | None = None  # latent/text cache from `lcm-distill-cache` (replaces the VAE + text encoder)
 
 
 @dataclass
@@ -93,7 +96,7 @@ class ObjectiveConfig:
     """LCD (teacher ODE step) or LCF (same noise at t_n on the data); everything else is shared."""
 
     kind: str = "lcd"  # lcd | lcf
-    num_points: int = 50  # N solver points; skipping step k = 1000 // N
+    num_points: int = 50  # N solver points; skipping step k = T // N (T of the teacher's scheduler, SD: 1000)
     solver: str = "ddim"  # ddim | dpm_solver_2 | dpm_solver_pp_2s
     cfg_placement: str = "paper"  # paper (Eq. 17) | guided
     omega_min: float = 2.0
@@ -132,7 +135,7 @@ class TrainConfig:
     validation_every: int = 0  # 0 = only at the end
     validation_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_VALIDATION_PROMPTS))
     validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
-    validation_guidance_scale: float = 8.5
+    validation_guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     max_nonfinite_steps: int = 10
     export: bool = True
     push_to_hub: bool = False
@@ -261,8 +264,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
         )
-    if 1000 % cfg.objective.num_points:
-        raise ConfigError(f"objective.num_points={cfg.objective.num_points} must divide 1000 (e.g. 20, 50, 100).")
+    T, where = _teacher_timesteps(cfg)
+    if cfg.objective.num_points > T or T % cfg.objective.num_points:
+        divisors = [d for d in range(10, min(T, 200) + 1) if T % d == 0][:6]
+        raise ConfigError(
+            f"objective.num_points={cfg.objective.num_points} must divide the teacher's num_train_timesteps T={T} "
+            f"({where}) so the skipping grid ends at T-1; use e.g. {divisors}."
+        )
     if not 0.0 <= cfg.train.ema_decay <= 1.0:
         raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
     if cfg.model.lora.enabled and cfg.train.ema_decay != 0.0:
@@ -274,11 +282,25 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _teacher_timesteps(cfg: Config) -> tuple[int, str]:
+    """T of the model the run trains from, read from its scheduler_config.json when it is a local folder (a JSON
+    read, no model load); a hub id is checked again once its config is downloaded (SkippingGrid)."""
+    source = cfg.model.student if (cfg.objective.kind == "lcf" and cfg.model.student) else cfg.model.teacher
+    path = Path(source) / "scheduler" / "scheduler_config.json"
+    if path.is_file():
+        try:
+            return num_train_timesteps(json.loads(path.read_text())), str(path)
+        except (ValueError, OSError) as err:
+            msg = f"{path} is not a readable scheduler config ({err}); is {source} a diffusers folder?"
+            raise ConfigError(msg) from err
+    return num_train_timesteps({}), "the diffusers default; checked again when the model loads"
+
+
 def _validate_data(d: DataConfig) -> None:
     """Source, filter and cache keys (data.*)."""
     if d.shards and d.source != "webdataset":
         raise ConfigError(f"data.shards is set but data.source={d.source!r}; data.shards is read by webdataset only.")
-    if d.cache_dir is None:  # training reads the source (with a cache, only `python -m lcm_distill.cache` does)
+    if d.cache_dir is None:  # training reads the source (with a cache, only `python -m lcm_distill.cli.cache` does)
         if d.source == "webdataset" and not d.shards:
             raise ConfigError("data.shards is empty: give tar shards, e.g. /data/laion/{00000..01210}.tar.")
         if d.source != "webdataset" and not d.dataset:

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .functional import SkippingGrid, omega_from_guidance_scale
+from .functional import DEFAULT_GUIDANCE_SCALE, SkippingGrid, num_train_timesteps, omega_from_guidance_scale
 
 METHODS = {
     "LCD": "Latent Consistency Distillation (LCM paper, Algorithm 1): the student learns to map any point of the "
@@ -52,7 +52,7 @@ class ModelCardInfo:
     datasets: list[str] = field(default_factory=list)  # Hub dataset ids, for the front matter
     data_description: str = ""
     recommended_steps: tuple[int, ...] = (1, 2, 4)
-    guidance_scale: float = 8.5
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     omega_range: tuple[float, float] | None = None  # training ω ~ U[lo, hi], reported on the card
     solver: str | None = None  # teacher ODE solver of LCD (ddim, dpm2, ...)
     tags: list[str] = field(default_factory=list)
@@ -156,7 +156,7 @@ def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
     from diffusers import LCMScheduler
 
     config = {k: v for k, v in dict(teacher_scheduler_config).items() if not k.startswith("_")}
-    SkippingGrid(int(config.get("num_train_timesteps", 1000)), int(num_points))
+    SkippingGrid(num_train_timesteps(config), int(num_points))
     return LCMScheduler.from_config(config, original_inference_steps=int(num_points))
 
 
@@ -170,6 +170,7 @@ def save_lcm_pipeline(
     teacher_scheduler_config: Mapping[str, Any],
     num_points: int,
     card: ModelCardInfo,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``out_dir`` as a diffusers folder (safetensors) + ``pipeline_lcm.py`` + ``README.md``; return it.
 
@@ -185,6 +186,8 @@ def save_lcm_pipeline(
     has_omega = unet.config.get("time_cond_proj_dim") is not None
     card = replace(card, model_name=card.model_name or out.name)
     (out / "README.md").write_text(render_model_card(card, int(num_points), has_omega), encoding="utf-8")
+    for name, text in (extra_files or {}).items():  # e.g. the run's config.resolved.yaml (lcm_distill.engine)
+        (out / name).write_text(text, encoding="utf-8")
     return out
 
 

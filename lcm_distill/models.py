@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import Config
-from .functional import NoiseSchedule
+from .config import LoRAConfig, ModelConfig
+from .functional import DTYPES, NoiseSchedule
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
+COND_PROJ_INITS = ("zero", "random")  # model.cond_proj_init
+ATTENTION_IMPLS = ("sdpa", "eager")  # model.attention: torch SDPA (diffusers' default) | AttnProcessor
 
 @dataclass
 class Models:
@@ -110,7 +110,8 @@ def encode_images(vae: nn.Module, pixel_values: Tensor) -> tuple[Tensor, Tensor]
     return dist.mean.float() * scale, dist.std.float() * scale
 
 
-def _scheduler_config(source: str, revision: str | None) -> dict:
+def read_scheduler_config(source: str, revision: str | None = None) -> dict:
+    """The scheduler config of a diffusers folder / hub id (a JSON read; no weights are loaded)."""
     from diffusers import DDPMScheduler
 
     return dict(DDPMScheduler.load_config(source, subfolder="scheduler", revision=revision))
@@ -142,27 +143,26 @@ def build_student(teacher_unet: nn.Module, omega_dim: int, init: str, seed: int 
     return student.float()
 
 
-def _attach_lora(unet: nn.Module, cfg: Config) -> nn.Module:
+def _attach_lora(unet: nn.Module, lc: LoRAConfig) -> nn.Module:
     from peft import LoraConfig
 
-    lc = cfg.model.lora
     unet.add_adapter(
         LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
     )
     return unet
 
 
-def _source(cfg: Config) -> str:
-    m = cfg.model
-    return m.student if (cfg.objective.kind == "lcf" and m.student) else m.teacher
+def model_source(m: ModelConfig, kind: str) -> str:
+    """The folder / hub id a run loads its networks from: LCF from model.student when given, else model.teacher."""
+    return m.student if (kind == "lcf" and m.student) else m.teacher
 
 
-def load_frozen_encoders(cfg: Config) -> tuple[nn.Module, nn.Module, Any]:
+def load_frozen_encoders(m: ModelConfig, kind: str = "lcd") -> tuple[nn.Module, nn.Module, Any]:
     """(vae, text_encoder, tokenizer) of the run, frozen in model.frozen_dtype; also used alone by the latent cache."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    m, source, frozen = cfg.model, _source(cfg), DTYPES[cfg.model.frozen_dtype]
+    source, frozen = model_source(m, kind), DTYPES[m.frozen_dtype]
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=m.revision)
     text_encoder = _frozen(CLIPTextModel.from_pretrained(source, subfolder="text_encoder", revision=m.revision), frozen)
     vae = (
@@ -173,32 +173,28 @@ def load_frozen_encoders(cfg: Config) -> tuple[nn.Module, nn.Module, Any]:
     return _frozen(vae, frozen), text_encoder, tokenizer
 
 
-def load_models(cfg: Config) -> Models:
-    """Load and build every network of the run on CPU (the engine moves them)."""
+def load_models(m: ModelConfig, *, kind: str = "lcd", with_target: bool = True, seed: int = 0) -> Models:
+    """Load and build every network of the run on CPU (the engine moves them).
+
+    Takes only what decides the networks: the model keys, the objective kind (LCD needs a teacher; LCF may start
+    from model.student), whether an EMA target is kept (train.ema_decay > 0) and the seed of a random cond_proj.
+    """
     from diffusers import UNet2DConditionModel
 
-    m = cfg.model
     frozen = DTYPES[m.frozen_dtype]
-    source = _source(cfg)
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg)
-    sched_cfg = _scheduler_config(source, m.revision)
+    source = model_source(m, kind)
+    vae, text_encoder, tokenizer = load_frozen_encoders(m, kind)
+    sched_cfg = read_scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
-    trained_n = sched_cfg.get("original_inference_steps") if source == m.student else None
-    if trained_n and trained_n != cfg.objective.num_points:
-        logger.warning(
-            "model.student was trained on a grid of N=%s points but objective.num_points=%s; inference timesteps "
-            "will follow the new grid. Set objective.num_points=%s to keep the original one.",
-            trained_n, cfg.objective.num_points, trained_n,
-        )  # fmt: skip
     base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
     teacher = None
     if m.lora.enabled:
-        student = _attach_lora(base.float(), cfg)
+        student = _attach_lora(base.float(), m.lora)
         base.requires_grad_(False)
         for name, p in student.named_parameters():
             p.requires_grad_("lora_" in name)
         omega_dim = None
-    elif cfg.objective.kind == "lcf" and m.student:
+    elif kind == "lcf" and m.student:
         student = base.float()
         omega_dim = student.config.time_cond_proj_dim
     else:
@@ -207,10 +203,10 @@ def load_models(cfg: Config) -> Models:
             logger.info("teacher already has time_cond_proj_dim=%s; the student reuses it", omega_dim)
             student = copy.deepcopy(base).float()
         else:
-            student = build_student(base, omega_dim, m.cond_proj_init, cfg.train.seed)
-        if cfg.objective.kind == "lcd":
+            student = build_student(base, omega_dim, m.cond_proj_init, seed)
+        if kind == "lcd":
             teacher = _frozen(base, frozen)
-    if cfg.objective.kind == "lcd" and teacher is None and not m.lora.enabled:
+    if kind == "lcd" and teacher is None and not m.lora.enabled:
         raise RuntimeError("LCD needs a teacher UNet; set model.teacher.")
     if m.attention == "eager":
         from diffusers.models.attention_processor import AttnProcessor
@@ -222,7 +218,7 @@ def load_models(cfg: Config) -> Models:
         student.enable_gradient_checkpointing()
     student.train()
     target = None
-    if cfg.train.ema_decay > 0:
+    if with_target:
         target = copy.deepcopy(student).requires_grad_(False)
     if m.compile:  # in place: parameters and state_dict keys stay those of the plain module (checkpoints, export)
         for net in (student, target, teacher):

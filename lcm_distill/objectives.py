@@ -20,6 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import ObjectiveConfig
+from .data.batch import Batch
+
+OBJECTIVE_KINDS = ("lcd", "lcf")  # objective.kind: where the target point z_{t_n} comes from (module docstring)
 from .functional import (
     NoiseSchedule,
     SkippingGrid,
@@ -139,38 +142,71 @@ def consistency_step(
     return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}
 
 
-def batch_loss(
-    models,
-    batch: dict,
-    noise: StepNoise,
-    student: nn.Module,
-    target: nn.Module,
-    teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None,
-    cfg: ObjectiveConfig,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> Tensor | None:
-    """Encode a data batch with the frozen VAE/text encoder (``models``) and return its consistency loss.
+@dataclass
+class StepOutput:
+    """A micro-batch's loss and what the engine logs beside it (tensorboard: omega_mean, t_mean)."""
 
-    The latent is a fresh sample of the VAE posterior, mean + std * noise.latent_eps. None when every sample of
-    the batch was unreadable. A batch from the latent cache (data.cache_dir) carries the posterior and the text
-    embeddings already, so the VAE and text encoder are skipped.
+    loss: Tensor
+    logs: dict[str, float]
+
+
+class ConsistencyStep:
+    """The LCD/LCF step of a run, set up once: models, skipping grid, target network, teacher context, autocast.
+
+    ``step(batch, noise)`` encodes a data batch with the frozen VAE / text encoder (or reads the latent cache),
+    draws the latent as a fresh VAE posterior sample (mean + std * noise.latent_eps) and returns the consistency
+    loss with its logs, or None when every sample of the batch was unreadable. The training engine
+    (lcm_distill.engine.step), the held-out evaluation and benchmarks/train_step.py all call this one object.
+
+    ``student`` is what the loss differentiates (in training: the accelerate-wrapped module); ``unwrapped`` is the
+    plain module (the LoRA teacher is it with adapters disabled); ``target`` defaults to the EMA target, or to the
+    student itself under no_grad when there is none (mu = 0).
     """
-    if batch.get("latent_mean") is not None:
-        device = next(models.vae.parameters()).device
-        mean, std, prompt_embeds = (
-            batch[k].to(device, torch.float32) for k in ("latent_mean", "latent_std", "prompt_embeds")
-        )
-    elif batch["pixel_values"] is None:
-        return None
-    else:
-        mean, std = models.encode_images(batch["pixel_values"])
-        prompt_embeds = models.encode_prompts(batch["captions"])
-    n = mean.shape[0]
-    noise = noise.slice(0, n)
-    latents = mean + std * noise.latent_eps.to(mean.device)
-    loss, _ = consistency_step(
-        student=student, target=target, teacher_ctx=teacher_ctx, latents=latents, prompt_embeds=prompt_embeds,
-        uncond_embeds=models.uncond_embeds(n) if cfg.kind == "lcd" else None,
-        noise=noise.to(mean.device), schedule=models.schedule, omega_dim=models.omega_dim, cfg=cfg, autocast=autocast,
-    )  # fmt: skip
-    return loss
+
+    def __init__(
+        self,
+        models,
+        objective: ObjectiveConfig,
+        resolution: int,
+        *,
+        student: nn.Module | None = None,
+        unwrapped: nn.Module | None = None,
+        target: nn.Module | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        self.models, self.objective, self.autocast = models, objective, autocast
+        self.student = student if student is not None else models.student
+        self.unwrapped = unwrapped if unwrapped is not None else self.student
+        default_target = models.target if models.target is not None else self.unwrapped
+        self.target = target if target is not None else default_target
+        self.teacher_ctx = (lambda: models.teacher_unet(self.unwrapped)) if objective.kind == "lcd" else None
+        self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)
+        self.latent_shape = models.latent_shape(resolution)
+
+    def draw(self, seed: int, step: int, global_batch: int) -> StepNoise:
+        """The randomness of optimiser step ``step`` for the whole global batch (a pure function of seed, step)."""
+        return draw_step_noise(step_generator(seed, step), global_batch, self.latent_shape, self.grid, self.objective)
+
+    def __call__(self, batch: Batch, noise: StepNoise) -> StepOutput | None:
+        models = self.models
+        if batch.get("latent_mean") is not None:
+            device = next(models.vae.parameters()).device
+            mean, std, prompt_embeds = (
+                batch[k].to(device, torch.float32) for k in ("latent_mean", "latent_std", "prompt_embeds")
+            )
+        elif batch["pixel_values"] is None:
+            return None
+        else:
+            mean, std = models.encode_images(batch["pixel_values"])
+            prompt_embeds = models.encode_prompts(batch["captions"])
+        n = mean.shape[0]
+        noise = noise.slice(0, n)
+        latents = mean + std * noise.latent_eps.to(mean.device)
+        uncond = models.uncond_embeds(n) if self.objective.kind == "lcd" else None
+        loss, logs = consistency_step(
+            student=self.student, target=self.target, teacher_ctx=self.teacher_ctx, latents=latents,
+            prompt_embeds=prompt_embeds, uncond_embeds=uncond,
+            noise=noise.to(mean.device), schedule=models.schedule, omega_dim=models.omega_dim, cfg=self.objective,
+            autocast=self.autocast,
+        )  # fmt: skip
+        return StepOutput(loss, logs)

@@ -30,8 +30,8 @@ fi
 t_train=$(date +%s)
 common=(--reference outputs/testbed-digits --fid-features testbed --prompt-accuracy testbed
         --num-images "$N_IMAGES" --batch-size 50 --guidance "$GUIDANCE" --seed 0 --threads 2)
-"$PY" -m lcm_distill.evaluate --model "$OUT/lcd/target" --kind lcm --steps 1 2 4 "${common[@]}" --out "$OUT/eval-lcm"
-"$PY" -m lcm_distill.evaluate --model "$TEACHER" --kind teacher-ddim --steps 1 2 4 50 "${common[@]}" \
+"$PY" -m lcm_distill.cli.evaluate --model "$OUT/lcd/target" --kind lcm --steps 1 2 4 "${common[@]}" --out "$OUT/eval-lcm"
+"$PY" -m lcm_distill.cli.evaluate --model "$TEACHER" --kind teacher-ddim --steps 1 2 4 50 "${common[@]}" \
   --out "$OUT/eval-teacher-ddim"
 "$PY" - "$OUT" <<'PYEOF'
 import sys

@@ -10,6 +10,8 @@ from .hf import CaptionedImages, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
 from .loader import DataPosition, ResumableBatches, collate_skipping
 
+SOURCES = ("hf", "hf_streaming", "webdataset")  # data.source: map-style hf; the other two are streamed (shard_source)
+
 
 def build_dataset(cfg, seed: int = 0):
     """The map-style dataset for ``cfg`` (a DataConfig with data.source=hf)."""
@@ -50,6 +52,7 @@ def build_batches(cfg, batch_size: int, rank: int = 0, world_size: int = 1, seed
 
 
 __all__ = [
+    "SOURCES",
     "CachedLatents",
     "CaptionedImages",
     "DataPosition",

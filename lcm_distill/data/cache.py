@@ -27,11 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..functional import dtype_from_name
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 TRANSFORM_VERSION = 1  # bump when prepare_image changes what a cached sample means
-CACHE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MANIFEST = "manifest.json"
 WEIGHT_RTOL = 4e-3  # about 2 bf16 half-ulps: the same checkpoint in fp32/bf16/fp16 agrees, a fine-tune does not
 
@@ -110,7 +111,7 @@ def check_key(cached: dict[str, Any], run: dict[str, Any], where: str) -> None:
     if bad:
         raise CacheKeyError(
             f"data.cache_dir={where} was built with other models or transforms than this run; differing fields: "
-            f"{'; '.join(bad)}. Rebuild it (python -m lcm_distill.cache --config ... --out DIR) or fix the run."
+            f"{'; '.join(bad)}. Rebuild it (python -m lcm_distill.cli.cache --config ... --out DIR) or fix the run."
         )
 
 
@@ -118,7 +119,8 @@ class CacheWriter:
     """One process's part of a cache: buffered samples flushed into safetensors files of ``shard_size``."""
 
     def __init__(self, out_dir: str | Path, rank: int, dtype: str = "fp16", shard_size: int = 1024) -> None:
-        self.out, self.rank, self.dtype, self.shard_size = Path(out_dir), rank, CACHE_DTYPES[dtype], shard_size
+        self.out, self.rank, self.shard_size = Path(out_dir), rank, shard_size
+        self.dtype = dtype_from_name(dtype, "cache --dtype")
         self.dtype_name = dtype
         self.out.mkdir(parents=True, exist_ok=True)
         self.files: list[dict] = []
@@ -181,7 +183,7 @@ class CachedLatents(torch.utils.data.Dataset):
         if not path.is_file():
             hint = " (parts exist: a cache command did not finish)" if list(self.dir.glob("part-r*.json")) else ""
             raise FileNotFoundError(f"data.cache_dir={cache_dir}: no {MANIFEST}{hint}; build the cache with "
-                                    "python -m lcm_distill.cache --config ... --out DIR.")  # fmt: skip
+                                    "python -m lcm_distill.cli.cache --config ... --out DIR.")  # fmt: skip
         self.manifest = json.loads(path.read_text())
         if self.manifest.get("format") != CACHE_FORMAT:
             raise CacheKeyError(f"data.cache_dir={cache_dir}: cache format {self.manifest.get('format')} is not "

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from ..config import DataConfig
+from .batch import Sample, decode_sample
 from .filters import METADATA_FIELDS, MetadataFilter
-from .transforms import pick_caption, prepare_image, sample_rng
+from .transforms import sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,6 @@ def open_image(value: Any) -> Image.Image:
     return img
 
 
-_open_image = open_image  # the name other modules imported first
-
-
 class CaptionedImages(torch.utils.data.Dataset):
     """Map-style dataset yielding {"pixel_values", "caption"} or None for an unreadable sample."""
 
@@ -102,17 +100,9 @@ class CaptionedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict | None:
+    def __getitem__(self, key: tuple[int, int] | int) -> Sample | None:
         """``key`` is (epoch, index) from :class:`~lcm_distill.data.loader.ResumableBatches`, or a bare index."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.rows[int(index)]
-        rng = sample_rng(self.seed, epoch, int(index))
-        try:
-            image = open_image(row[self.cfg.image_column])
-            pixels = prepare_image(
-                image, self.cfg.resolution, rng, self.cfg.center_crop, self.cfg.random_flip, self.cfg.interpolation
-            )
-        except Exception as err:  # corrupt / unreadable sample: skipped and counted by the collate function
-            logger.debug("skipping sample %d of %s: %s", index, self.cfg.dataset, err)
-            return None
-        return {"pixel_values": pixels, "caption": pick_caption(row[self.cfg.caption_column], rng)}
+        return decode_sample(row[self.cfg.image_column], row[self.cfg.caption_column], self.cfg,
+                             sample_rng(self.seed, epoch, int(index)), f"{index} of {self.cfg.dataset}")  # fmt: skip

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .batch import Sample, StreamBatch, decode_sample, make_batch
 from .filters import MetadataFilter
-from .hf import open_image
-from .transforms import pick_caption, prepare_image, sample_rng
+from .transforms import sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ShardPosition:
             self.done.pop(self.epoch, None)
             self.epoch += 1
 
-    def apply(self, batch: dict) -> None:
+    def apply(self, batch: StreamBatch) -> None:
         """The accounting of a batch handed to the training loop."""
         for e, v, k in (*batch["ids"], *batch["dropped"]):
             self.consume(e, v, k)
@@ -181,16 +181,10 @@ class _Accounting:
         return out
 
 
-def decode_record(record: dict, cfg, seed: int, epoch: int, shard: int, index: int) -> dict | None:
-    """Raw record -> {"pixel_values", "caption"}, or None when the image cannot be decoded."""
+def decode_record(record: dict, cfg, seed: int, epoch: int, shard: int, index: int) -> Sample | None:
+    """Raw record -> sample (lcm_distill.data.batch.decode_sample), seeded by the sample's identity."""
     rng = sample_rng(seed, epoch, (shard << 32) + index)
-    try:
-        image = open_image(record["image"])
-        pixels = prepare_image(image, cfg.resolution, rng, cfg.center_crop, cfg.random_flip, cfg.interpolation)
-    except Exception as err:
-        logger.debug("skipping sample %s: %s", record.get("key"), err)
-        return None
-    return {"pixel_values": pixels, "caption": pick_caption(record.get("caption"), rng)}
+    return decode_sample(record["image"], record.get("caption"), cfg, rng, record.get("key"))
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -267,7 +261,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng.shuffle(buf)
         yield from buf
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         acc = _Accounting()
@@ -298,14 +292,10 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield _collate(good, acc)
 
 
-def _collate(good: list[tuple], acc: _Accounting) -> dict:
-    return {
-        "pixel_values": torch.stack([s["pixel_values"] for _, _, s in good]) if good else None,
-        "captions": [s["caption"] for _, _, s in good],
-        "ids": [i for i, _, _ in good],
-        "keys": [key for _, key, _ in good],
-        **acc.flush(),
-    }
+def _collate(good: list[tuple], acc: _Accounting) -> StreamBatch:
+    acct = acc.flush()
+    batch = make_batch([s for _, _, s in good], acct.pop("skipped"))
+    return StreamBatch(**batch, ids=[i for i, _, _ in good], keys=[key for _, key, _ in good], **acct)
 
 
 def _identity(batch: Any) -> Any:
@@ -331,7 +321,7 @@ class StreamingBatches:
         pos = copy.deepcopy(self.position)
         return ShardStream(self.source, pos.plan, pos.rank, self.cfg, self.batch_size, self.seed, pos, endless)
 
-    def batches(self, endless: bool = True) -> Iterator[dict]:
+    def batches(self, endless: bool = True) -> Iterator[StreamBatch]:
         """Batches with their accounting applied to ``position``; finite (one epoch, no shuffle) unless endless."""
         loader = torch.utils.data.DataLoader(
             self.stream(endless), batch_size=None, num_workers=self.num_workers, collate_fn=_identity
@@ -342,5 +332,5 @@ class StreamingBatches:
         if endless:
             raise ValueError("every reader of this rank stopped: no shard has readable samples (data.shards).")
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         return self.batches(endless=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .batch import Batch, Sample, make_batch
+
 
 @dataclass
 class DataPosition:
@@ -47,18 +49,9 @@ class _EpochBatchSampler(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in perm[lo : lo + self.batch]]
 
 
-CACHED_KEYS = ("latent_mean", "latent_std", "prompt_embeds")  # samples of the latent cache (data.cache_dir)
-
-
-def collate_skipping(samples: list[dict | None]) -> dict:
+def collate_skipping(samples: list[Sample | None]) -> Batch:
     """Stack readable samples; count the unreadable ones (returned as None by the dataset)."""
-    good = [s for s in samples if s is not None]
-    out = {"captions": [s.get("caption", "") for s in good], "skipped": len(samples) - len(good)}
-    out["pixel_values"] = torch.stack([s["pixel_values"] for s in good]) if good and "pixel_values" in good[0] else None
-    for key in CACHED_KEYS:
-        if good and key in good[0]:
-            out[key] = torch.stack([s[key] for s in good])
-    return out
+    return make_batch(samples)
 
 
 class ResumableBatches:
@@ -76,7 +69,7 @@ class ResumableBatches:
         self.seed, self.num_workers = seed, num_workers
         self.position = DataPosition()
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         while True:
             pos = self.position
             sampler = _EpochBatchSampler(

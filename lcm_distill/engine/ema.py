@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+EMA_IMPLS = ("foreach", "loop")  # train.ema_impl
+
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, mu: float, impl: str = "foreach") -> None:
@@ -24,6 +26,6 @@ def ema_update(target: nn.Module, online: nn.Module, mu: float, impl: str = "for
     elif impl == "foreach":
         torch._foreach_lerp_(t_params, o_params, 1.0 - mu)
     else:
-        raise ValueError(f"train.ema_impl={impl!r} is not one of ['foreach', 'loop'].")
+        raise ValueError(f"train.ema_impl={impl!r} is not one of {list(EMA_IMPLS)}.")
     for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
         tb.copy_(ob)

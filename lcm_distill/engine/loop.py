@@ -1,7 +1,7 @@
 """The one training loop for LCD and LCF, on Accelerate.
 
-Per optimiser step: ``gradient_accumulation_steps`` micro-batches (each: VAE posterior sample, text embeddings,
-one consistency step from lcm_distill.objectives), gradient clipping, AdamW, LR schedule, target EMA. Around it:
+Per optimiser step (engine/step.py, :class:`TrainStep` over the run's :class:`~lcm_distill.objectives.ConsistencyStep`):
+``gradient_accumulation_steps`` micro-batches, gradient clipping, AdamW, LR schedule, target EMA. Around it:
 checkpoints (atomic, last K, exact resume incl. data position), SIGTERM/SIGINT -> checkpoint + clean exit,
 non-finite losses skipped and counted, validation grids, export of student/target pipeline folders.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data import build_batches
-from ..functional import SkippingGrid
+from ..functional import SkippingGrid, num_train_timesteps
 from ..models import Models, load_models
-from ..objectives import batch_loss, draw_step_noise, step_generator
-from .checkpoint import list_checkpoints, resolve_resume, save_checkpoint
-from .ema import ema_update
+from ..objectives import ConsistencyStep
+from .checkpoint import RunLayout, list_checkpoints, resolve_resume, save_checkpoint
 from .outputs import export_pipelines, run_validation
+from .step import TrainStep
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _optimizer(params, cfg: Config) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW (or bitsandbytes' 8-bit AdamW with optim.use_8bit_adam) with the optim.* settings."""
     o = cfg.optim
     kwargs = dict(
         lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay, eps=o.adam_epsilon
@@ -99,11 +100,12 @@ def _optimizer(params, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, **kwargs)
 
 
-def _accelerator(cfg: Config):
+def build_accelerator(cfg: Config):
+    """The run's Accelerator: accumulation, mixed precision, tracker and logging folder from ``cfg``."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    out = Path(cfg.train.output_dir)
+    logs = RunLayout(cfg.train.output_dir)
     # accelerate only forms a CPU process group (gloo) when told cpu=True; do so when launched multi-process
     # (torchrun / accelerate launch set WORLD_SIZE) on a machine without CUDA.
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -112,31 +114,62 @@ def _accelerator(cfg: Config):
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=cfg.train.mixed_precision,
         log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        project_config=ProjectConfiguration(project_dir=str(logs.root), logging_dir=str(logs.logs)),
     )
+
+
+def preflight(cfg: Config) -> dict:
+    """Checks that need the model's scheduler config (a JSON read) but no weights; returns that config.
+
+    The skipping grid must divide the teacher's T (a hub id's config is only known here, a local folder's was
+    checked by the config already); an LCF start model trained on another grid N gets a warning.
+    """
+    from ..models import model_source, read_scheduler_config
+
+    m = cfg.model
+    source = model_source(m, cfg.objective.kind)
+    sched = read_scheduler_config(source, m.revision)
+    try:
+        SkippingGrid(num_train_timesteps(sched), cfg.objective.num_points)
+    except ValueError as err:
+        raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
+    trained_n = sched.get("original_inference_steps") if source == m.student else None
+    if trained_n and trained_n != cfg.objective.num_points:
+        logger.warning(
+            "model.student was trained on a grid of N=%s points but objective.num_points=%s; inference timesteps "
+            "will follow the new grid. Set objective.num_points=%s to keep the original one.",
+            trained_n, cfg.objective.num_points, trained_n,
+        )  # fmt: skip
+    return sched
+
+
+def load_run_models(cfg: Config) -> Models:
+    """The run's networks: :func:`~lcm_distill.models.load_models` given the keys of ``cfg`` it needs."""
+    return load_models(cfg.model, kind=cfg.objective.kind, with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)
 
 
 def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: int | None = None) -> TrainResult:
     """Run (or resume) training as configured. ``stop_after`` ends early after that many steps (tests)."""
     from diffusers.optimization import get_scheduler
 
-    accelerator = accelerator or _accelerator(cfg)
+    preflight(cfg)
+    accelerator = accelerator or build_accelerator(cfg)
     tc = cfg.train
-    out = Path(tc.output_dir)
+    layout = RunLayout(tc.output_dir)
+    config_yaml = cfg.to_yaml()
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.resolved.yaml").write_text(cfg.to_yaml())
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.config.write_text(config_yaml)
     if tc.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
-    models: Models = load_models(cfg).to(accelerator.device)
-    grid = SkippingGrid(models.schedule.num_train_timesteps, cfg.objective.num_points)
+    models = load_run_models(cfg).to(accelerator.device)
     models.schedule = models.schedule.to(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
     B = tc.per_device_batch_size
     batches = build_batches(cfg.data, B, rank, world, tc.seed, models=models)
 
     params = [p for p in models.student.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, cfg)
+    optimizer = build_optimizer(params, cfg)
     lr_schedule = get_scheduler(
         cfg.optim.lr_scheduler,
         optimizer,
@@ -160,10 +193,13 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         raise FileNotFoundError(f"--resume {resume}: nothing to resume")
 
     unwrapped = accelerator.unwrap_model(student)
-    target = models.target if models.target is not None else unwrapped
-    teacher_ctx = (lambda: models.teacher_unet(unwrapped)) if cfg.objective.kind == "lcd" else None
-    latent_shape = models.latent_shape(cfg.data.resolution)
-    accum = tc.gradient_accumulation_steps
+    consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student, unwrapped=unwrapped,
+                                  autocast=accelerator.autocast)  # fmt: skip
+    train_step = TrainStep(
+        accelerator, consistency, optimizer, lr_schedule, params, seed=tc.seed, batch_size=B,
+        accumulation=tc.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
+        ema_decay=tc.ema_decay, ema_impl=tc.ema_impl,
+    )  # fmt: skip
     losses: list[float] = []
     progress = _progress(accelerator, state.step, tc.max_train_steps)
     data_iter = iter(batches)
@@ -171,32 +207,8 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     status = "finished"
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
-            step_losses, bad = [], False
-            # One draw for the step's whole global batch (accum x world x B), sliced like the data: any split of
-            # the same global batch over processes and accumulation sees the same samples with the same noise.
-            step_noise = draw_step_noise(
-                step_generator(tc.seed, state.step), accum * world * B, latent_shape, grid, cfg.objective
-            )
-            for micro in range(accum):
-                batch = next(data_iter)
-                lo = (micro * world + rank) * B
-                noise = step_noise.slice(lo, lo + B).to(accelerator.device)
-                with accelerator.accumulate(student):
-                    loss = batch_loss(models, batch, noise, student, target, teacher_ctx, cfg.objective,
-                                      accelerator.autocast)  # fmt: skip
-                    finite = torch.tensor(
-                        [0.0 if loss is None or not torch.isfinite(loss) else 1.0], device=accelerator.device
-                    )
-                    if accelerator.reduce(finite, "min").item() < 1.0:
-                        bad = True
-                    else:
-                        accelerator.backward(loss)
-                        step_losses.append(loss.detach())
-                    if accelerator.sync_gradients and not bad:
-                        accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-            if bad:
+            result = train_step(state.step, data_iter)
+            if not result.finite:
                 state.nonfinite_total += 1
                 state.nonfinite_in_row += 1
                 if state.nonfinite_in_row >= tc.max_nonfinite_steps:
@@ -206,25 +218,22 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                     )
                 continue
             state.nonfinite_in_row = 0
-            lr_schedule.step()
-            if models.target is not None:
-                ema_update(models.target, unwrapped, tc.ema_decay, tc.ema_impl)
             state.step += 1
-            loss_value = accelerator.reduce(torch.stack(step_losses).mean(), "mean").item()
-            losses.append(loss_value)
+            losses.append(result.loss)
             now = time.perf_counter()
             progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}",
-                                 samples_s=f"{B * world * accum / (now - t_last):.1f}")  # fmt: skip
+            samples_s = B * world * tc.gradient_accumulation_steps / (now - t_last)
+            progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}",
+                                 samples_s=f"{samples_s:.1f}")  # fmt: skip
             t_last = now
             if state.step % tc.log_every == 0 or state.step == 1:
-                accelerator.log({"loss": loss_value, "lr": lr_schedule.get_last_lr()[0],
+                accelerator.log({"loss": result.loss, "lr": lr_schedule.get_last_lr()[0], **result.logs,
                                  "skipped_samples": batches.position.skipped_samples,
                                  "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip
             stop_now = _agree(accelerator, stop.requested) or (stop_after is not None and state.step >= stop_after)
             if state.step % tc.checkpoint_every == 0 or stop_now:
                 state.data = _data_state(accelerator, batches.position)
-                last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep)
+                last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml)
             if tc.validation_every and state.step % tc.validation_every == 0:
                 run_validation(accelerator, cfg, models, unwrapped, state.step)
             if stop_now:
@@ -233,14 +242,14 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 break
     progress.close()
     if status == "finished":
-        if last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:08d}"):
+        if last_ckpt is None or last_ckpt.name != layout.checkpoint(state.step).name:
             state.data = _data_state(accelerator, batches.position)
-            last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep)
+            last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml)
         run_validation(accelerator, cfg, models, unwrapped, state.step)
         if tc.export:
             export_pipelines(accelerator, cfg, models, unwrapped)
     accelerator.end_training()
-    return TrainResult(state.step, status, out, last_ckpt, losses, state.nonfinite_total,
+    return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..config import Config
 from ..models import Models
+from .checkpoint import CONFIG_FILE, RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,14 @@ def run_validation(accelerator, cfg: Config, models: Models, student, step: int)
     """Main process only; the other processes wait. Returns the PNG paths written."""
     paths: list[Path] = []
     if accelerator.is_main_process and cfg.train.validation_prompts:
-        out = Path(cfg.train.output_dir) / "validation"
-        out.mkdir(parents=True, exist_ok=True)
+        layout = RunLayout(cfg.train.output_dir)
+        layout.validation.mkdir(parents=True, exist_ok=True)
         nets = {"student": student} | ({"target": models.target} if models.target is not None else {})
         was_training = student.training
         student.eval()
         for name, unet in nets.items():
             grid = validation_images(models, unet, cfg)
-            path = out / f"step-{step:08d}-{name}.png"
+            path = layout.validation_image(step, name)
             grid.save(path)
             paths.append(path)
             for tracker in accelerator.trackers:
@@ -105,13 +106,14 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
 
     written: dict[str, Path] = {}
     if accelerator.is_main_process:
-        out = Path(cfg.train.output_dir)
+        layout = RunLayout(cfg.train.output_dir)
         method = cfg.objective.kind.upper()
         card = _card(cfg, method)
         unet = student
         if models.lora:
-            unet = _save_lora_and_merge(student, out / "lora")
-            written["lora"] = out / "lora"
+            written["lora"] = layout.export("lora")
+            unet = _save_lora_and_merge(student, written["lora"])
+            (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
         common = dict(
             vae=models.vae,
             text_encoder=models.text_encoder,
@@ -119,10 +121,11 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
             teacher_scheduler_config=models.scheduler_config,
             num_points=cfg.objective.num_points,
             card=card,
+            extra_files={CONFIG_FILE: cfg.to_yaml()},
         )
-        written["student"] = save_lcm_pipeline(out / "student", unet=unet, **common)
+        written["student"] = save_lcm_pipeline(layout.export("student"), unet=unet, **common)
         if models.target is not None:
-            written["target"] = save_lcm_pipeline(out / "target", unet=models.target, **common)
+            written["target"] = save_lcm_pipeline(layout.export("target"), unet=models.target, **common)
         if cfg.train.push_to_hub:
             key = "target" if "target" in written else "student"
             push_to_hub(written[key], cfg.train.hub_model_id)

@@ -1,8 +1,8 @@
 """``python -m lcm_distill.evaluation.compare a/report.json b/report.json ...``: one table and one plot for many runs.
 
 The paper's Table 1 puts teacher DDIM, DPM-Solver, DPM-Solver++ and the LCM side by side at 1/2/4/8 steps; each of
-those is one ``python -m lcm_distill.evaluate`` run, and this command lines them up (markdown tables per metric and a
-combined quality-vs-steps plot).
+those is one ``python -m lcm_distill.cli.evaluate`` run, and this command lines them up (markdown tables per metric
+and a combined quality-vs-steps plot).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def compare(report_paths: list[str | Path], metrics: list[str], guidance_scale: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcm_distill.evaluation.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("reports", nargs="+", help="report.json files written by python -m lcm_distill.evaluate")
+    p.add_argument("reports", nargs="+", help="report.json files written by python -m lcm_distill.cli.evaluate")
     p.add_argument("--metrics", nargs="+", default=["fid", "prompt_accuracy"],
                    help="fid, latency, or any score key (prompt_accuracy, clip_score, ...)")
     p.add_argument("--guidance", type=float, default=None, help="only rows with this guidance_scale")

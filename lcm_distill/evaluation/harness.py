@@ -1,6 +1,6 @@
 """The evaluation loop: for each guidance scale and step count, generate, score, time; then write the report.
 
-Used by ``python -m lcm_distill.evaluate`` and by the benchmark; takes an already-built pipeline so that tests
+Used by ``python -m lcm_distill.cli.evaluate`` and by the benchmark; takes an already-built pipeline so that tests
 and notebooks can hand in tiny in-process pipelines.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..functional import omega_from_guidance_scale
 from .features import FeatureExtractor, extract_features
 from .generation import generate
 from .latency import LatencyMeter
@@ -115,7 +116,7 @@ def run_evaluation(
                 images = generate(pipe, prompts, int(steps), float(g), config.seed, config.batch_size, meter,
                                   **config.call_kwargs)
             report.image_size = list(images.shape[-2:])
-            row = ResultRow(steps=int(steps), guidance_scale=float(g), omega=float(g) - 1.0,
+            row = ResultRow(steps=int(steps), guidance_scale=float(g), omega=float(omega_from_guidance_scale(float(g))),
                             num_images=len(prompts), latency=meter.split().to_dict())
             if feature_extractor is not None and reference_features is not None:
                 feats = extract_features(feature_extractor, images, batch_size=max(config.batch_size, 64))

@@ -1,8 +1,16 @@
 """Pure tensor math of LCD/LCF (imports torch only): schedule, grid, solvers, scalings, guidance, losses."""
 
+from ..conventions import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_NUM_TRAIN_TIMESTEPS,
+    guidance_scale_from_omega,
+    num_train_timesteps,
+    omega_from_guidance_scale,
+)
 from .consistency import SIGMA_DATA, TIMESTEP_SCALING, boundary_scalings, consistency_function
+from .dtypes import DTYPE_NAMES, DTYPES, dtype_from_name, dtype_name
 from .grid import SkippingGrid
-from .guidance import cfg_combine, omega_embedding, omega_from_guidance_scale, sample_omega
+from .guidance import cfg_combine, omega_embedding, sample_omega
 from .losses import LOSS_TYPES, consistency_loss, l1_loss, l2_loss, pseudo_huber_loss
 from .schedule import (
     PREDICTION_TYPES,
@@ -15,6 +23,7 @@ from .schedule import (
 from .solvers import (
     CFG_PLACEMENTS,
     SOLVERS,
+    Solver,
     ddim_step,
     dpm_solver_first_order,
     dpm_solver_pp_first_order,
@@ -25,6 +34,10 @@ from .solvers import (
 
 __all__ = [
     "CFG_PLACEMENTS",
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_NUM_TRAIN_TIMESTEPS",
+    "DTYPES",
+    "DTYPE_NAMES",
     "LOSS_TYPES",
     "PREDICTION_TYPES",
     "SIGMA_DATA",
@@ -32,6 +45,7 @@ __all__ = [
     "TIMESTEP_SCALING",
     "NoiseSchedule",
     "SkippingGrid",
+    "Solver",
     "alpha_sigma_from_lambda",
     "betas_from_config",
     "boundary_scalings",
@@ -41,11 +55,15 @@ __all__ = [
     "ddim_step",
     "dpm_solver_first_order",
     "dpm_solver_pp_first_order",
+    "dtype_from_name",
+    "dtype_name",
     "from_x0_eps",
+    "guidance_scale_from_omega",
     "guided_solver_step",
     "l1_loss",
     "l2_loss",
     "lambda_midpoint",
+    "num_train_timesteps",
     "omega_embedding",
     "omega_from_guidance_scale",
     "pseudo_huber_loss",

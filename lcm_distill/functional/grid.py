@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..conventions import DEFAULT_NUM_TRAIN_TIMESTEPS
+
 
 @dataclass(frozen=True)
 class SkippingGrid:
     """Grid of N solver points over T training timesteps; N must divide T (otherwise the grid ends below T-1)."""
 
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = DEFAULT_NUM_TRAIN_TIMESTEPS
     num_points: int = 50
 
     def __post_init__(self) -> None:
@@ -31,7 +33,7 @@ class SkippingGrid:
         if T % N != 0:
             raise ValueError(
                 f"num_points (N={N}) must divide num_train_timesteps ({T}) so the grid ends at t={T - 1}; "
-                f"pick a divisor such as {', '.join(str(d) for d in (10, 20, 25, 50, 100, 200, 1000) if T % d == 0)}."
+                f"pick a divisor such as {', '.join(str(d) for d in range(10, min(T, 200) + 1) if T % d == 0)}."
             )
 
     @property

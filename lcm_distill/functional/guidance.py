@@ -1,8 +1,6 @@
 """Guidance scale omega: sampling, embedding and the CFG combination (LCM paper §4.2, Eq. 10-12).
 
-Convention, stated once: the paper's omega mixes ``(1 + omega) * cond - omega * uncond``; diffusers'
-``guidance_scale`` g mixes ``g * cond - (g - 1) * uncond``, so g = omega + 1. Training samples and embeds
-omega; pipelines take ``guidance_scale`` and embed ``omega = guidance_scale - 1`` (:func:`omega_from_guidance_scale`).
+The omega / guidance_scale convention is stated in :mod:`lcm_distill.conventions` (re-exported here).
 """
 
 from __future__ import annotations
@@ -10,10 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..conventions import omega_from_guidance_scale
 
-def omega_from_guidance_scale(guidance_scale: float | Tensor) -> float | Tensor:
-    """The paper's omega for a diffusers guidance_scale g: omega = g - 1."""
-    return guidance_scale - 1
+__all__ = ["cfg_combine", "omega_embedding", "omega_from_guidance_scale", "sample_omega"]
 
 
 def sample_omega(

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..conventions import num_train_timesteps
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -43,7 +45,7 @@ def _rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
 
 def betas_from_config(config: Mapping[str, Any]) -> Tensor:
     """The teacher's betas, from a diffusers scheduler config (dict or FrozenDict)."""
-    num = int(config.get("num_train_timesteps", 1000))
+    num = num_train_timesteps(config)
     kind = config.get("beta_schedule", "linear")
     start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
     trained = config.get("trained_betas")

@@ -3,9 +3,8 @@
 Denoiser contract (k-diffusion style): ``denoise(x, t) -> (x0_hat, eps_hat)`` with per-sample timesteps t (B,),
 possibly non-integer (DPM-Solver midpoints). Solvers never see a network or a prediction type.
 
-- DDIM (Song et al. 2021, Eq. 12 with eta=0): x_t = alpha_t x0_hat(x_s, s) + sigma_t eps_hat(x_s, s).
-- DPM-Solver-2 (Lu et al. 2022a, Alg. 1, r=1/2, noise form) and DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1,
-  data form): one extra evaluation at the lambda-midpoint; their first-order parts equal DDIM.
+Solvers are a registry (:data:`SOLVERS`) of small functions ``step(denoise, x, s, t, schedule) -> x_t``, one per
+solver, each documented with its paper; the first-order parts of the DPM solvers equal DDIM.
 
 CFG placement for the augmented PF-ODE (:func:`guided_solver_step`): ``"paper"`` solves the conditional and
 unconditional ODEs separately and mixes the results, z + (1+omega)(Psi_c - z) - omega(Psi_u - z) (Eq. 17 /
@@ -16,6 +15,7 @@ DDIM (affine in (x0, eps)) and differ for second-order solvers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,8 +24,8 @@ from .guidance import cfg_combine
 from .schedule import NoiseSchedule, alpha_sigma_from_lambda
 
 Denoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+SolverFn = Callable[[Denoiser, Tensor, Tensor, Tensor, NoiseSchedule], Tensor]
 PairDenoiser = Callable[[Tensor, Tensor, Tensor], tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]
-SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_pp_2s")
 CFG_PLACEMENTS = ("paper", "guided")
 
 
@@ -59,28 +59,77 @@ def lambda_midpoint(schedule: NoiseSchedule, s: Tensor, t: Tensor) -> tuple[Tens
     return lam_mid, schedule.timestep_for_lambda(lam_mid)
 
 
-def solver_step(
-    denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule, solver: str = "ddim"
-) -> Tensor:
-    """Solve the PF-ODE of ``denoise`` from s to t (per-sample integer timesteps) with one solver step."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not supported; use one of {SOLVERS}.")
-    alpha_s, sigma_s = schedule.alpha_sigma(s, x.ndim)
-    alpha_t, sigma_t = schedule.alpha_sigma(t, x.ndim)
-    x0, eps = denoise(x, s)
-    if solver == "ddim":
-        return ddim_step(x0, eps, alpha_t, sigma_t)
+def _midpoint(schedule: NoiseSchedule, x: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(h, t_mid, alpha_mid, sigma_mid) of the lambda-midpoint step shared by the second-order solvers."""
     lam = schedule.lambdas.to(x.device)
     h = _bcast(lam[t.long()] - lam[s.long()], x.ndim)
     lam_mid, t_mid = lambda_midpoint(schedule, s, t)
     alpha_m, sigma_m = (_bcast(v, x.ndim) for v in alpha_sigma_from_lambda(lam_mid))
-    if solver == "dpm_solver_2":
-        u = dpm_solver_first_order(x, eps, alpha_s, alpha_m, sigma_m, 0.5 * h)
-        _, eps_mid = denoise(u, t_mid)
-        return dpm_solver_first_order(x, eps_mid, alpha_s, alpha_t, sigma_t, h)
+    return h, t_mid, alpha_m, sigma_m
+
+
+def ddim(denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """DDIM (Song et al. 2021, Eq. 12, eta = 0): one denoiser call at (x_s, s), x_t = alpha_t x0 + sigma_t eps.
+
+    First order. Affine in the denoiser output, so both CFG placements give the same target (paper Eq. 17 = the
+    guided ODE); LCM paper §4.3 and diffusers' LCD scripts use it.
+    """
+    x0, eps = denoise(x, s)
+    alpha_t, sigma_t = schedule.alpha_sigma(t, x.ndim)
+    return ddim_step(x0, eps, alpha_t, sigma_t)
+
+
+def dpm_solver_2(denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """DPM-Solver-2 (Lu et al. 2022a, Algorithm 1 with r = 1/2, noise form): a first-order step to the
+    lambda-midpoint, a second denoiser call there, then the full step with the midpoint's eps. Second order."""
+    alpha_s, _ = schedule.alpha_sigma(s, x.ndim)
+    alpha_t, sigma_t = schedule.alpha_sigma(t, x.ndim)
+    _, eps = denoise(x, s)
+    h, t_mid, alpha_m, sigma_m = _midpoint(schedule, x, s, t)
+    u = dpm_solver_first_order(x, eps, alpha_s, alpha_m, sigma_m, 0.5 * h)
+    _, eps_mid = denoise(u, t_mid)
+    return dpm_solver_first_order(x, eps_mid, alpha_s, alpha_t, sigma_t, h)
+
+
+def dpm_solver_pp_2s(denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1, data form): as DPM-Solver-2 but stepping with x0_hat, which
+    behaves better under large guidance. Second order."""
+    _, sigma_s = schedule.alpha_sigma(s, x.ndim)
+    alpha_t, sigma_t = schedule.alpha_sigma(t, x.ndim)
+    x0, _ = denoise(x, s)
+    h, t_mid, alpha_m, sigma_m = _midpoint(schedule, x, s, t)
     u = dpm_solver_pp_first_order(x, x0, sigma_s, alpha_m, sigma_m, 0.5 * h)
     x0_mid, _ = denoise(u, t_mid)
     return dpm_solver_pp_first_order(x, x0_mid, sigma_s, alpha_t, sigma_t, h)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A registered solver: ``step(denoise, x, s, t, schedule) -> x_t``, its order of accuracy (the contract test
+    in tests/functional/test_solver_contract.py checks it on the exact Gaussian PF-ODE), and whether it is affine
+    in the denoiser output (then the paper and guided CFG placements must coincide, else they must differ)."""
+
+    step: SolverFn
+    order: int
+    affine: bool
+
+
+# The registry: config choices (objective.solver), the contract tests and the benchmarks all read it.
+# A new solver is one function above plus one line here (docs/extending.md).
+SOLVERS: dict[str, Solver] = {
+    "ddim": Solver(ddim, order=1, affine=True),
+    "dpm_solver_2": Solver(dpm_solver_2, order=2, affine=False),
+    "dpm_solver_pp_2s": Solver(dpm_solver_pp_2s, order=2, affine=False),
+}
+
+
+def solver_step(
+    denoise: Denoiser, x: Tensor, s: Tensor, t: Tensor, schedule: NoiseSchedule, solver: str = "ddim"
+) -> Tensor:
+    """Solve the PF-ODE of ``denoise`` from s to t (per-sample integer timesteps) with one step of ``solver``."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not supported; use one of {list(SOLVERS)}.")
+    return SOLVERS[solver].step(denoise, x, s, t, schedule)
 
 
 def guided_solver_step(

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lcm_distill.cache import main as cache_main
-from lcm_distill.cache import write_part
+from lcm_distill.cli.cache import main as cache_main
+from lcm_distill.cli.cache import write_part
 from lcm_distill.config import load_config
 from lcm_distill.data import build_batches, build_dataset
 from lcm_distill.data.cache import CachedLatents, CacheKeyError, cache_data_config, cache_key, finalize_cache
@@ -38,7 +38,7 @@ def built_cache(base_overrides, tmp_path_factory):
 
 
 def _encoders(cfg):
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg)
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, cfg.objective.kind)
     return SimpleNamespace(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
@@ -136,7 +136,7 @@ def test_cache_command_under_two_processes(built_cache, tmp_path):
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", "29531", "-m", "lcm_distill.cache"]  # fmt: skip
+              "--main_process_port", "29531", "-m", "lcm_distill.cli.cache"]  # fmt: skip
     proc = subprocess.run([*launch, "--config", str(built_cache["config"]), "--out", str(out), "--batch-size", "2"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from lcm_distill.engine import NonFiniteLossError, ema_update, list_checkpoints, train
-from lcm_distill.models import load_models
+from lcm_distill.engine import NonFiniteLossError, ema_update, list_checkpoints, load_run_models, train
 
 
 def _unet_weights(folder):
@@ -36,7 +35,7 @@ def test_short_run_exports_folders_that_stock_diffusers_loads(make_cfg):
 def test_target_moves_by_exactly_the_ema_rule(make_cfg):
     mu = 0.75
     cfg = make_cfg("train.max_train_steps=1", f"train.ema_decay={mu}", "train.export=true")
-    initial = load_models(cfg).student.state_dict()
+    initial = load_run_models(cfg).student.state_dict()
     out = train(cfg).output_dir
     student, target = _unet_weights(out / "student"), _unet_weights(out / "target")
     moved = 0

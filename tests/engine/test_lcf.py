@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from lcm_distill.cli import main
+from lcm_distill.cli.split import main as split_main
+from lcm_distill.cli.split import split_indices
 from lcm_distill.config import load_config
-from lcm_distill.engine import train
-from lcm_distill.engine.heldout import heldout_loss
-from lcm_distill.models import load_models
-from lcm_distill.split import main as split_main
-from lcm_distill.split import split_indices
+from lcm_distill.engine import load_run_models, train
+from lcm_distill.objectives import ConsistencyStep
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +38,24 @@ def split_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("split")
     assert split_main(["--dataset", str(src), "--out", str(out), "--test-fraction", "0.2", "--seed", "0"]) == 0
     return out
+
+
+@torch.no_grad()
+def heldout_loss(models, unet, data, objective, num_batches=4, batch_size=8, seed=1234, target=None) -> float:
+    """The training objective on held-out data with fixed noise: the same batches, timesteps and noise for every
+    model evaluated (seeded by ``seed`` and the batch index), so two numbers differ only through the networks.
+    ``target`` defaults to ``unet`` itself (self-consistency)."""
+    from lcm_distill.data import ResumableBatches, build_dataset
+
+    batches = iter(ResumableBatches(build_dataset(data, seed), batch_size, seed=seed))
+    step = ConsistencyStep(models, objective, data.resolution, student=unet, target=target or unet)
+    was_training = unet.training
+    unet.eval()
+    outs = [step(next(batches), step.draw(seed, i, batch_size)) for i in range(num_batches)]
+    losses = [out.loss.item() for out in outs if out is not None]
+    unet.train(was_training)
+    assert losses, f"no readable held-out sample in {data.dataset}"
+    return sum(losses) / len(losses)
 
 
 def test_split_is_deterministic_and_disjoint(split_dir, tmp_path):
@@ -81,7 +98,7 @@ def test_lcf_lowers_heldout_consistency_loss(stock_lcm_dir, split_dir, tmp_path)
                              "train.max_train_steps=25", "train.export=true", "optim.learning_rate=2e-3"])  # fmt: skip
     test_data = load_config(None, [*_lcf_overrides(stock_lcm_dir, split_dir / "test", tmp_path / "x")]).data
     test_data.random_flip = False
-    models = load_models(cfg)
+    models = load_run_models(cfg)
     before = heldout_loss(models, models.student, test_data, cfg.objective, num_batches=2, batch_size=4)
     result = train(cfg)
     from diffusers import UNet2DConditionModel

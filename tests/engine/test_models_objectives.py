@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from lcm_distill.engine import load_run_models
 from lcm_distill.functional import NoiseSchedule, SkippingGrid, omega_embedding
-from lcm_distill.models import build_student, load_models
+from lcm_distill.models import build_student
 from lcm_distill.objectives import (
     StepNoise,
     consistency_output,
@@ -141,7 +142,7 @@ def test_step_noise_is_a_pure_function_of_seed_and_step():
 
 def test_lora_student_trains_adapters_only_and_teacher_is_the_base(make_cfg):
     cfg = make_cfg("model.lora.enabled=true", "train.ema_decay=0", "model.lora.rank=4", "model.lora.alpha=4")
-    models = load_models(cfg)
+    models = load_run_models(cfg)
     assert models.omega_dim is None and models.target is None and models.teacher is None
     trainable = [n for n, p in models.student.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

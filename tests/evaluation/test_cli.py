@@ -1,4 +1,4 @@
-"""python -m lcm_distill.evaluate: errors name the flag at fault; a full run writes the report."""
+"""python -m lcm_distill.cli.evaluate: errors name the flag at fault; a full run writes the report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lcm_distill.evaluate import main
+from lcm_distill.cli.evaluate import main
 
 
 def _run_error(argv, capsys) -> str:

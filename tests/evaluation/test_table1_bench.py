@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lcm_distill.cli import main as train_cli
-from lcm_distill.evaluate import build_parser
+from lcm_distill.cli.evaluate import build_parser
 from lcm_distill.evaluation.report import EvalReport, ResultRow
 
 ROOT = Path(__file__).parents[2]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lcm_distill.generate import main
+from lcm_distill.cli.generate import main
 
 
 def pixels(path) -> np.ndarray:

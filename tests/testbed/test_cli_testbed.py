@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lcm_distill.evaluate import main
+from lcm_distill.cli.evaluate import main
 
 
 def test_evaluate_teacher_on_testbed(assets_dir, digits_dir, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .config import ConfigError, load_config
+from ..config import ConfigError, load_config
 
 
 def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None, kind: str, prog: str) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .engine import train
+    from ..engine import train
 
     result = train(cfg, resume=args.resume)
     if result.is_main_process:

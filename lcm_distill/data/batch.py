@@ -1,0 +1,84 @@
+"""The one batch schema every data source produces, and the one sample decoder they share.
+
+A source yields samples ``{"pixel_values": (3, R, R) in [-1, 1], "caption": str}`` (or, from the latent cache,
+``{"latent_mean", "latent_std", "prompt_embeds", "caption"}``), and None for a sample that could not be read.
+:func:`make_batch` stacks them into a :class:`Batch`; the objective (lcm_distill.objectives) reads only these keys.
+Streamed sources add their accounting (:class:`StreamBatch`) for the resumable position.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypedDict
+
+import numpy as np
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+CACHED_KEYS = ("latent_mean", "latent_std", "prompt_embeds")  # samples of the latent cache (data.cache_dir)
+
+
+class Sample(TypedDict, total=False):
+    pixel_values: Tensor  # (3, R, R) in [-1, 1]
+    caption: str
+    latent_mean: Tensor  # cache only: VAE posterior mean x scaling factor (C, h, w)
+    latent_std: Tensor
+    prompt_embeds: Tensor  # cache only: text-encoder hidden states (77, D)
+
+
+class Batch(TypedDict):
+    """One micro-batch, whatever the source. Pixel batches have latent_* = prompt_embeds = None; cache batches have
+    pixel_values = None; pixel_values is also None when no sample of the batch was readable."""
+
+    pixel_values: Tensor | None
+    captions: list[str]
+    latent_mean: Tensor | None
+    latent_std: Tensor | None
+    prompt_embeds: Tensor | None
+    skipped: int  # unreadable samples dropped from this batch
+
+
+class StreamBatch(Batch):
+    """A batch of a sharded source (webdataset, hf_streaming) plus what the resumable position needs."""
+
+    ids: list[tuple[int, int, int]]  # (epoch, virtual shard, ordinal) of each delivered sample
+    keys: list[str]  # shard#key of each delivered sample (for logs and tests)
+    dropped: list[tuple[int, int, int]]  # ids skipped or filtered since the previous batch
+    finished: list[tuple[int, int, int]]  # (epoch, virtual shard, samples) read to the end
+    filtered: int  # rejected by the metadata filters since the previous batch
+
+
+def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
+    """Stack the readable samples (None = unreadable, counted in ``skipped`` with the ``skipped`` given)."""
+    import torch
+
+    good = [s for s in samples if s is not None]
+
+    def stack(key: str) -> Tensor | None:
+        return torch.stack([s[key] for s in good]) if good and key in good[0] else None
+
+    return Batch(
+        pixel_values=stack("pixel_values"),
+        captions=[s.get("caption", "") for s in good],
+        latent_mean=stack("latent_mean"),
+        latent_std=stack("latent_std"),
+        prompt_embeds=stack("prompt_embeds"),
+        skipped=skipped + len(samples) - len(good),
+    )
+
+
+def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name: object = "") -> Sample | None:
+    """Decode + transform one raw sample (image bytes/path/PIL, caption string or list) with data config ``cfg``;
+    None when the image cannot be decoded (the caller counts it). ``rng`` decides crop, flip and caption choice."""
+    from .hf import open_image
+    from .transforms import pick_caption, prepare_image
+
+    try:
+        pixels = prepare_image(
+            open_image(image), cfg.resolution, rng, cfg.center_crop, cfg.random_flip, cfg.interpolation
+        )
+    except Exception as err:  # corrupt / unreadable sample: skipped and counted, never fatal
+        logger.debug("skipping sample %s: %s", name, err)
+        return None
+    return Sample(pixel_values=pixels, caption=pick_caption(caption, rng))

@@ -1,0 +1,80 @@
+"""One optimiser step of the engine: accumulation micro-batches through the run's ConsistencyStep, backward,
+gradient clipping, AdamW, LR schedule and target EMA (LCM paper Algorithm 1 lines 3-7 / Algorithm 4).
+
+Shared by the training loop (engine/loop.py) and benchmarks/train_step.py, so the benchmark times exactly what a
+run does. Randomness: one draw for the step's whole global batch (accumulation x processes x batch), sliced like
+the data, so any split of the same global batch over processes and accumulation sees the same samples with the
+same noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ..objectives import ConsistencyStep
+from .ema import ema_update
+
+
+@dataclass
+class StepResult:
+    """``loss`` is the global-batch mean (None: the step was skipped, a micro-batch was non-finite or empty)."""
+
+    loss: float | None
+    logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def finite(self) -> bool:
+        return self.loss is not None
+
+
+@dataclass
+class TrainStep:
+    """Everything an optimiser step touches, bound once; call it with the step index and the batch iterator."""
+
+    accelerator: object
+    consistency: ConsistencyStep
+    optimizer: torch.optim.Optimizer
+    lr_schedule: object
+    params: list[torch.nn.Parameter]
+    seed: int
+    batch_size: int  # per device
+    accumulation: int = 1
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.0
+    ema_impl: str = "foreach"
+
+    def __call__(self, step: int, data: Iterator) -> StepResult:
+        acc, cs = self.accelerator, self.consistency
+        world, rank, B = acc.num_processes, acc.process_index, self.batch_size
+        step_noise = cs.draw(self.seed, step, self.accumulation * world * B)
+        losses, logs, bad = [], [], False
+        for micro in range(self.accumulation):
+            batch = next(data)
+            lo = (micro * world + rank) * B
+            noise = step_noise.slice(lo, lo + B).to(acc.device)
+            with acc.accumulate(cs.student):
+                out = cs(batch, noise)
+                finite = torch.tensor(
+                    [0.0 if out is None or not torch.isfinite(out.loss) else 1.0], device=acc.device
+                )
+                if acc.reduce(finite, "min").item() < 1.0:
+                    bad = True
+                else:
+                    acc.backward(out.loss)
+                    losses.append(out.loss.detach())
+                    logs.append(out.logs)
+                if acc.sync_gradients and not bad:
+                    acc.clip_grad_norm_(self.params, self.max_grad_norm)
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if bad:
+            return StepResult(None)
+        self.lr_schedule.step()
+        if cs.models.target is not None:
+            ema_update(cs.models.target, cs.unwrapped, self.ema_decay, self.ema_impl)
+        loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
+        mean_logs = {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
+        return StepResult(loss, mean_logs)
