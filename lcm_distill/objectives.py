@@ -21,8 +21,6 @@ from torch import Tensor, nn
 
 from .config import ObjectiveConfig
 from .data.batch import Batch
-
-OBJECTIVE_KINDS = ("lcd", "lcf")  # objective.kind: where the target point z_{t_n} comes from (module docstring)
 from .functional import (
     NoiseSchedule,
     SkippingGrid,
@@ -34,6 +32,8 @@ from .functional import (
     sample_omega,
     to_x0_eps,
 )
+
+OBJECTIVE_KINDS = ("lcd", "lcf")  # objective.kind: where the target point z_{t_n} comes from (module docstring)
 
 
 @dataclass
