@@ -90,7 +90,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lcm_distill.cli.cache", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="lcm-distill-cache", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the training YAML whose data and frozen models to cache")
     p.add_argument("--out", required=True, help="cache folder (then train with data.cache_dir=DIR)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")

@@ -33,7 +33,7 @@ class FlagError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lcm_distill.cli.evaluate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="lcm-distill-evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="diffusers pipeline folder (or Hub id when online)")
     p.add_argument("--kind", required=True, choices=KINDS, help="lcm = student with LCMScheduler; teacher-* = "

@@ -56,8 +56,9 @@ def write_split(cfg: DataConfig, out: str | Path, test_fraction: float = 0.1, se
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcm_distill.cli.split", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="lcm-distill-split", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, help="Hugging Face dataset id or local imagefolder/parquet path")
     p.add_argument("--out", required=True, help="output folder; gets train/ and test/")
     p.add_argument("--config-name", default=None)
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caption-column", default="text")
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
                      image_column=args.image_column, caption_column=args.caption_column)  # fmt: skip
     try:

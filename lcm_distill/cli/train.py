@@ -10,6 +10,7 @@ from ..config import ConfigError, load_config
 
 
 def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
+    """The flags of train_lcd.py / train_lcf.py (``kind``: lcd | lcf)."""
     p = argparse.ArgumentParser(prog=prog, description=f"{kind.upper()} training (lcm-distill).")
     p.add_argument("--config", required=True, help="YAML file (see configs/).")
     p.add_argument(
