@@ -152,17 +152,18 @@ def _attach_lora(unet: nn.Module, lc: LoRAConfig) -> nn.Module:
     return unet
 
 
-def model_source(m: ModelConfig, kind: str) -> str:
-    """The folder / hub id a run loads its networks from: LCF from model.student when given, else model.teacher."""
-    return m.student if (kind == "lcf" and m.student) else m.teacher
+def model_source(m: ModelConfig, with_teacher: bool = True) -> str:
+    """The folder / hub id a run loads its networks from: model.teacher, or for a teacher-free objective (LCF)
+    model.student when given."""
+    return m.student if (not with_teacher and m.student) else m.teacher
 
 
-def load_frozen_encoders(m: ModelConfig, kind: str = "lcd") -> tuple[nn.Module, nn.Module, Any]:
+def load_frozen_encoders(m: ModelConfig, with_teacher: bool = True) -> tuple[nn.Module, nn.Module, Any]:
     """(vae, text_encoder, tokenizer) of the run, frozen in model.frozen_dtype; also used alone by the latent cache."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    source, frozen = model_source(m, kind), DTYPES[m.frozen_dtype]
+    source, frozen = model_source(m, with_teacher), DTYPES[m.frozen_dtype]
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", revision=m.revision)
     text_encoder = _frozen(CLIPTextModel.from_pretrained(source, subfolder="text_encoder", revision=m.revision), frozen)
     vae = (
@@ -173,17 +174,18 @@ def load_frozen_encoders(m: ModelConfig, kind: str = "lcd") -> tuple[nn.Module, 
     return _frozen(vae, frozen), text_encoder, tokenizer
 
 
-def load_models(m: ModelConfig, *, kind: str = "lcd", with_target: bool = True, seed: int = 0) -> Models:
+def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool = True, seed: int = 0) -> Models:
     """Load and build every network of the run on CPU (the engine moves them).
 
-    Takes only what decides the networks: the model keys, the objective kind (LCD needs a teacher; LCF may start
-    from model.student), whether an EMA target is kept (train.ema_decay > 0) and the seed of a random cond_proj.
+    Takes only what decides the networks: the model keys, whether the objective needs the frozen teacher (LCD does;
+    teacher-free LCF may start from model.student), whether an EMA target is kept (train.ema_decay > 0) and the seed
+    of a random cond_proj.
     """
     from diffusers import UNet2DConditionModel
 
     frozen = DTYPES[m.frozen_dtype]
-    source = model_source(m, kind)
-    vae, text_encoder, tokenizer = load_frozen_encoders(m, kind)
+    source = model_source(m, with_teacher)
+    vae, text_encoder, tokenizer = load_frozen_encoders(m, with_teacher)
     sched_cfg = read_scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
     base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
@@ -194,7 +196,7 @@ def load_models(m: ModelConfig, *, kind: str = "lcd", with_target: bool = True, 
         for name, p in student.named_parameters():
             p.requires_grad_("lora_" in name)
         omega_dim = None
-    elif kind == "lcf" and m.student:
+    elif not with_teacher and m.student:
         student = base.float()
         omega_dim = student.config.time_cond_proj_dim
     else:
@@ -204,9 +206,9 @@ def load_models(m: ModelConfig, *, kind: str = "lcd", with_target: bool = True, 
             student = copy.deepcopy(base).float()
         else:
             student = build_student(base, omega_dim, m.cond_proj_init, seed)
-        if kind == "lcd":
+        if with_teacher:
             teacher = _frozen(base, frozen)
-    if kind == "lcd" and teacher is None and not m.lora.enabled:
+    if with_teacher and teacher is None and not m.lora.enabled:
         raise RuntimeError("LCD needs a teacher UNet; set model.teacher.")
     if m.attention == "eager":
         from diffusers.models.attention_processor import AttnProcessor

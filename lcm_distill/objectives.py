@@ -33,8 +33,6 @@ from .functional import (
     to_x0_eps,
 )
 
-OBJECTIVE_KINDS = ("lcd", "lcf")  # objective.kind: where the target point z_{t_n} comes from (module docstring)
-
 
 @dataclass
 class StepNoise:
@@ -106,6 +104,53 @@ def teacher_pair(teacher: nn.Module, prompt_embeds: Tensor, uncond_embeds: Tenso
     return pair
 
 
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target-point function may use: z_{t_{n+k}}, the clean latents, the step's noise, the text
+    embeddings, the schedule, the objective config and (objectives that need one) the teacher."""
+
+    x: Tensor  # z_{t_{n+k}} = alpha(t_{n+k}) z + sigma(t_{n+k}) eps
+    latents: Tensor  # z
+    noise: StepNoise
+    prompt_embeds: Tensor
+    uncond_embeds: Tensor | None
+    schedule: NoiseSchedule
+    cfg: ObjectiveConfig
+    teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None
+
+
+def lcd_target_point(c: TargetContext) -> Tensor:
+    """LCD (Algorithm 1 line 5, Eq. 17): one step of the teacher's augmented PF-ODE from t_{n+k} to t_n at the
+    sample's omega, with objective.solver and objective.cfg_placement (one batched teacher forward per evaluation)."""
+    if c.teacher_ctx is None or c.uncond_embeds is None:
+        raise ValueError("the LCD objective needs a teacher and unconditional embeddings.")
+    with c.teacher_ctx() as teacher:
+        pair = teacher_pair(teacher, c.prompt_embeds, c.uncond_embeds, c.schedule)
+        return guided_solver_step(pair, c.x, c.noise.start, c.noise.end, c.noise.omega, c.schedule, c.cfg.solver,
+                                  c.cfg.cfg_placement)  # fmt: skip
+
+
+def lcf_target_point(c: TargetContext) -> Tensor:
+    """LCF (Algorithm 4 line 5): the same noise eps at t_n on the data, z_{t_n} = alpha(t_n) z + sigma(t_n) eps."""
+    return c.schedule.add_noise(c.latents, c.noise.noise, c.noise.end)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registered objective: where z_{t_n} comes from, and whether it needs the frozen teacher."""
+
+    target_point: Callable[[TargetContext], Tensor]
+    needs_teacher: bool
+
+
+# objective.kind -> Objective. A new objective is one function above plus one line here (docs/extending.md).
+OBJECTIVES: dict[str, Objective] = {
+    "lcd": Objective(lcd_target_point, needs_teacher=True),
+    "lcf": Objective(lcf_target_point, needs_teacher=False),
+}
+OBJECTIVE_KINDS = tuple(OBJECTIVES)
+
+
 def consistency_step(
     *,
     student: nn.Module,
@@ -120,22 +165,15 @@ def consistency_step(
     cfg: ObjectiveConfig,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[Tensor, dict[str, float]]:
-    """One LCD/LCF loss on a micro-batch of clean latents (fp32). ``teacher_ctx`` yields the teacher (LCD only)."""
+    """One consistency loss on a micro-batch of clean latents (fp32): d(f_theta(z_{t_{n+k}}), f_theta-(z_{t_n})) with
+    z_{t_n} from the objective's target point (``OBJECTIVES[cfg.kind]``). ``teacher_ctx`` yields the teacher."""
     x = schedule.add_noise(latents, noise.noise, noise.start)
     omega_emb = omega_embedding(noise.omega, omega_dim).to(x.device) if omega_dim else None
     with autocast():
         pred = consistency_output(student, x, noise.start, prompt_embeds, omega_emb, schedule)
     with torch.no_grad():
-        if cfg.kind == "lcd":
-            if teacher_ctx is None or uncond_embeds is None:
-                raise ValueError("the LCD objective needs a teacher and unconditional embeddings.")
-            with teacher_ctx() as teacher:
-                pair = teacher_pair(teacher, prompt_embeds, uncond_embeds, schedule)
-                x_prev = guided_solver_step(
-                    pair, x, noise.start, noise.end, noise.omega, schedule, cfg.solver, cfg.cfg_placement
-                )
-        else:
-            x_prev = schedule.add_noise(latents, noise.noise, noise.end)
+        context = TargetContext(x, latents, noise, prompt_embeds, uncond_embeds, schedule, cfg, teacher_ctx)
+        x_prev = OBJECTIVES[cfg.kind].target_point(context)
         with autocast():
             tgt = consistency_output(target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
     loss = consistency_loss(pred, tgt, cfg.loss, cfg.huber_c)
@@ -179,7 +217,8 @@ class ConsistencyStep:
         self.unwrapped = unwrapped if unwrapped is not None else self.student
         default_target = models.target if models.target is not None else self.unwrapped
         self.target = target if target is not None else default_target
-        self.teacher_ctx = (lambda: models.teacher_unet(self.unwrapped)) if objective.kind == "lcd" else None
+        self.needs_teacher = OBJECTIVES[objective.kind].needs_teacher
+        self.teacher_ctx = (lambda: models.teacher_unet(self.unwrapped)) if self.needs_teacher else None
         self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)
         self.latent_shape = models.latent_shape(resolution)
 
@@ -202,7 +241,7 @@ class ConsistencyStep:
         n = mean.shape[0]
         noise = noise.slice(0, n)
         latents = mean + std * noise.latent_eps.to(mean.device)
-        uncond = models.uncond_embeds(n) if self.objective.kind == "lcd" else None
+        uncond = models.uncond_embeds(n) if self.needs_teacher else None
         loss, logs = consistency_step(
             student=self.student, target=self.target, teacher_ctx=self.teacher_ctx, latents=latents,
             prompt_embeds=prompt_embeds, uncond_embeds=uncond,

@@ -62,9 +62,10 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     from ..data import StreamingBatches, shard_source
     from ..data.cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
     from ..models import encode_images, encode_prompts, load_frozen_encoders
+    from ..objectives import OBJECTIVES
 
     data = cache_data_config(cfg.data)
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, cfg.objective.kind)
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, OBJECTIVES[cfg.objective.kind].needs_teacher)
     vae, text_encoder = vae.to(device), text_encoder.to(device)
     key = cache_key(vae, text_encoder, tokenizer, data)
     writer = CacheWriter(out, rank, dtype, shard_size)

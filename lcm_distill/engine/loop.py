@@ -23,7 +23,7 @@ from ..config import Config, ConfigError
 from ..data import build_batches
 from ..functional import SkippingGrid, num_train_timesteps
 from ..models import Models, load_models
-from ..objectives import ConsistencyStep
+from ..objectives import OBJECTIVES, ConsistencyStep
 from .checkpoint import RunLayout, list_checkpoints, resolve_resume, save_checkpoint
 from .outputs import export_pipelines, run_validation
 from .step import TrainStep
@@ -127,7 +127,7 @@ def preflight(cfg: Config) -> dict:
     from ..models import model_source, read_scheduler_config
 
     m = cfg.model
-    source = model_source(m, cfg.objective.kind)
+    source = model_source(m, OBJECTIVES[cfg.objective.kind].needs_teacher)
     sched = read_scheduler_config(source, m.revision)
     try:
         SkippingGrid(num_train_timesteps(sched), cfg.objective.num_points)
@@ -145,7 +145,8 @@ def preflight(cfg: Config) -> dict:
 
 def load_run_models(cfg: Config) -> Models:
     """The run's networks: :func:`~lcm_distill.models.load_models` given the keys of ``cfg`` it needs."""
-    return load_models(cfg.model, kind=cfg.objective.kind, with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)
+    return load_models(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher,
+                       with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)  # fmt: skip
 
 
 def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: int | None = None) -> TrainResult:

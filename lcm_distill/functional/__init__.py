@@ -11,7 +11,7 @@ from .consistency import SIGMA_DATA, TIMESTEP_SCALING, boundary_scalings, consis
 from .dtypes import DTYPE_NAMES, DTYPES, dtype_from_name, dtype_name
 from .grid import SkippingGrid
 from .guidance import cfg_combine, omega_embedding, sample_omega
-from .losses import LOSS_TYPES, consistency_loss, l1_loss, l2_loss, pseudo_huber_loss
+from .losses import LOSS_TYPES, LOSSES, consistency_loss, l1_loss, l2_loss, pseudo_huber_loss
 from .schedule import (
     PREDICTION_TYPES,
     NoiseSchedule,
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_NUM_TRAIN_TIMESTEPS",
     "DTYPES",
     "DTYPE_NAMES",
+    "LOSSES",
     "LOSS_TYPES",
     "PREDICTION_TYPES",
     "SIGMA_DATA",

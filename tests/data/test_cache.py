@@ -38,7 +38,7 @@ def built_cache(base_overrides, tmp_path_factory):
 
 
 def _encoders(cfg):
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, cfg.objective.kind)
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, cfg.objective.kind == "lcd")
     return SimpleNamespace(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 

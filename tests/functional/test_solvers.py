@@ -5,6 +5,7 @@ the Eq. 17 form of the paper placement, the boundary step 19 -> 0, error message
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
+from solver_oracles import GaussianData, network
 
 from lcm_distill.functional import (
     NoiseSchedule,
@@ -13,19 +14,6 @@ from lcm_distill.functional import (
     solver_step,
     to_x0_eps,
 )
-
-
-def network(x, t):
-    """A fixed nonlinear stand-in for a teacher output, smooth in (x, t)."""
-    return torch.tanh(x) * 0.7 + 0.3 * torch.sin(x * 2.0) + 1e-3 * t.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def make_denoiser(schedule, prediction_type):
-    def denoise(x, t):
-        a, s = schedule.alpha_sigma(t, x.ndim)
-        return to_x0_eps(network(x, t.to(x.dtype)), x, a, s, prediction_type)
-
-    return denoise
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -96,7 +84,6 @@ def test_cfg_placements_coincide_for_ddim_only(sd_scheduler_config):
 
 
 def test_boundary_step_lands_on_abar0_and_second_order_helps(sd_scheduler_config):
-    from solver_oracles import GaussianData
 
     """The first grid step solves 19 -> 0 (abar[0], not 1): a long step in lambda where 2nd order pays off."""
     schedule = NoiseSchedule.from_config(sd_scheduler_config).to(dtype=torch.float64)
