@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
 from lcm_distill.evaluation.report import load_report, markdown_table, plot_quality_vs_steps
-from lcm_distill.functional.grid import SkippingGrid
-from lcm_distill.functional.guidance import omega_from_guidance_scale
+from lcm_distill.functional import SOLVERS as SOLVER_REGISTRY
+from lcm_distill.functional import SkippingGrid, omega_from_guidance_scale
 
-SOLVERS = ("ddim", "dpm_solver_2", "dpm_solver_pp_2s")
+SOLVERS = tuple(SOLVER_REGISTRY)  # every registered solver is an ablation choice
 SOLVER_LABELS = {"ddim": "DDIM", "dpm_solver_2": "DPM-Solver-2", "dpm_solver_pp_2s": "DPM-Solver++(2S)"}
 TITLE = "Table 1, Fig. 3 and LCF in miniature (benchmarks/table1.py)"
 TEACHER = Path("assets/testbed/teacher-v")  # the teacher configs/lcd_tiny_cpu.yaml distils (relative to ROOT)

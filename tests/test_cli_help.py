@@ -15,3 +15,15 @@ def test_help_text_matches_the_committed_one(command):
     assert cli_help.render(command) == committed, (
         f"docs/cli/{command}.txt is stale: run `python -m lcm_distill.cli.help --write` and commit the result"
     )
+
+
+def test_pre_commit_runs_the_ruff_that_ci_runs():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    repos = yaml.safe_load((root / ".pre-commit-config.yaml").read_text())["repos"]
+    hooks = [h for repo in repos for h in repo["hooks"]]
+    assert any(h["entry"].startswith("ruff check") for h in hooks)
+    assert "ruff\" check ." in (root / "scripts" / "test.sh").read_text()

@@ -2,7 +2,7 @@
 
 | module | console script | what it does |
 |---|---|---|
-| ``train`` | ``train_lcd.py`` / ``train_lcf.py`` | LCD / LCF training (``--config FILE [--set k=v] ...``) |
+| ``train`` | ``train_lcd.py`` / ``train_lcf.py`` / ``lcm-distill-train`` | training (``--config FILE [--set k=v]``) |
 | ``cache`` | ``lcm-distill-cache`` | precompute the latent/text cache of a run's data |
 | ``split`` | ``lcm-distill-split`` | deterministic train/test imagefolders (the paper's 90/10 for LCF) |
 | ``generate`` | ``lcm-distill-generate`` | images from an LCM folder or Hub id |

@@ -22,6 +22,7 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     return {
         "train_lcd": lambda: train.build_parser("train_lcd.py", "lcd"),
         "train_lcf": lambda: train.build_parser("train_lcf.py", "lcf"),
+        "lcm-distill-train": lambda: train.build_parser("lcm-distill-train"),
         "lcm-distill-cache": cache.build_parser,
         "lcm-distill-split": split.build_parser,
         "lcm-distill-generate": generate.build_parser,
@@ -29,8 +30,8 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     }
 
 
-COMMANDS = ("train_lcd", "train_lcf", "lcm-distill-cache", "lcm-distill-split", "lcm-distill-generate",
-            "lcm-distill-evaluate")  # fmt: skip
+COMMANDS = ("train_lcd", "train_lcf", "lcm-distill-train", "lcm-distill-cache", "lcm-distill-split",
+            "lcm-distill-generate", "lcm-distill-evaluate")  # fmt: skip
 
 
 def render(command: str) -> str:

@@ -1,4 +1,5 @@
-"""Command line shared by train_lcd.py and train_lcf.py: --config FILE [--set k=v ...] [--dry-run] [--resume]."""
+"""Command line shared by train_lcd.py, train_lcf.py and ``lcm-distill-train`` (any objective.kind):
+--config FILE [--set k=v ...] [--dry-run] [--resume]."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 from ..config import ConfigError, load_config
 
 
-def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
-    """The flags of train_lcd.py / train_lcf.py (``kind``: lcd | lcf)."""
-    p = argparse.ArgumentParser(prog=prog, description=f"{kind.upper()} training (lcm-distill).")
+def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
+    """The flags of train_lcd.py / train_lcf.py (``kind``: lcd | lcf) and lcm-distill-train (kind None: any)."""
+    what = f"{kind.upper()} training" if kind else "Training with the config's objective.kind"
+    p = argparse.ArgumentParser(prog=prog, description=f"{what} (lcm-distill).")
     p.add_argument("--config", required=True, help="YAML file (see configs/).")
     p.add_argument(
         "--set",
@@ -31,14 +33,14 @@ def build_parser(prog: str, kind: str) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None, kind: str, prog: str) -> int:
+def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lcm-distill-train") -> int:
     args = build_parser(prog, kind).parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         print(f"{prog}: config error: {err}", file=sys.stderr)
         return 2
-    if cfg.objective.kind != kind:
+    if kind is not None and cfg.objective.kind != kind:
         print(f"{prog}: objective.kind={cfg.objective.kind!r} in {args.config}; this script trains {kind!r}. "
               f"Use train_{cfg.objective.kind}.py or set objective.kind={kind}.", file=sys.stderr)  # fmt: skip
         return 2
@@ -48,9 +50,17 @@ def main(argv: list[str] | None, kind: str, prog: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..engine import train
 
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except ConfigError as err:  # up-front checks that needed the model's scheduler config (engine.preflight)
+        print(f"{prog}: config error: {err}", file=sys.stderr)
+        return 2
     if result.is_main_process:
         print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
               f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "
               f"non-finite steps {result.nonfinite_total}")  # fmt: skip
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], kind=None, prog="lcm-distill-train"))

@@ -63,3 +63,25 @@ def test_accelerate_launch_configs_parse(name):
 
     cfg = load_config_from_file(str(Path(__file__).parents[2] / "configs" / "accelerate" / f"{name}.yaml"))
     assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+
+
+def test_num_points_is_checked_against_the_teachers_own_T(teacher_dirs, tmp_path):
+    """T comes from the teacher's scheduler config (a JSON read, no weights), not a hard-coded 1000."""
+    import json
+    import shutil
+
+    from lcm_distill.engine import preflight
+
+    teacher = tmp_path / "teacher-T500"
+    shutil.copytree(teacher_dirs["epsilon"], teacher)
+    sched = teacher / "scheduler" / "scheduler_config.json"
+    ok = [f"model.teacher={teacher}", "data.dataset=d"]
+    assert load_config(None, [*ok, "objective.num_points=8"]).objective.num_points == 8  # 1000 % 8 == 0
+    sched.write_text(json.dumps({**json.loads(sched.read_text()), "num_train_timesteps": 500}))
+    with pytest.raises(ConfigError, match=r"objective\.num_points=8 .*T=500"):
+        load_config(None, [*ok, "objective.num_points=8"])
+    assert load_config(None, [*ok, "objective.num_points=25"]).objective.num_points == 25
+    cfg = load_config(None, [*ok, "objective.num_points=25"])
+    sched.write_text(json.dumps({**json.loads(sched.read_text()), "num_train_timesteps": 1000 - 1}))
+    with pytest.raises(ConfigError, match=r"objective\.num_points"):  # changed after loading: caught before weights
+        preflight(cfg)
