@@ -1,4 +1,4 @@
-"""Deprecated path, kept for one release: use ``python -m lcm_distill.cli.generate`` (CHANGELOG 0.2)."""
+"""Deprecated path, kept for one release (removed in 0.3): use ``python -m lcm_distill.cli.generate`` (CHANGELOG)."""
 
 import sys
 
