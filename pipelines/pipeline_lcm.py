@@ -109,9 +109,9 @@ def guidance_scale_embedding(omega: torch.Tensor, dim: int, dtype: torch.dtype =
 class LCMPipeline(DiffusionPipeline):
     r"""Latent Consistency Model sampling (LCM paper Alg. 3 = Consistency Models Alg. 1) for SD-style students.
 
-    Guidance convention (the one place it is stated): ``guidance_scale`` g means what it means in diffusers'
-    ``StableDiffusionPipeline`` (``g * cond - (g - 1) * uncond``), so the student is conditioned on the paper's
-    omega = g - 1. guidance_scale 8.5 embeds omega 7.5; g = 1 embeds omega 0. A UNet without ``time_cond_proj_dim``
+    Guidance convention (lcm_distill/conventions.py, restated because this file runs alone): ``guidance_scale`` g
+    means what it means in diffusers' ``StableDiffusionPipeline`` (``g * cond - (g - 1) * uncond``), so the student
+    is conditioned on the paper's omega = g - 1. guidance_scale 8.5 embeds omega 7.5; g = 1 embeds omega 0. A UNet without ``time_cond_proj_dim``
     (e.g. an LCM distilled as LoRA) gets no omega input: it samples without CFG and guidance_scale has no effect.
 
     Timesteps lie on the training grid of N = ``scheduler.config.original_inference_steps`` points (default 50,
