@@ -112,7 +112,8 @@ class LCMPipeline(DiffusionPipeline):
     Guidance convention (lcm_distill/conventions.py, restated because this file runs alone): ``guidance_scale`` g
     means what it means in diffusers' ``StableDiffusionPipeline`` (``g * cond - (g - 1) * uncond``), so the student
     is conditioned on the paper's omega = g - 1. guidance_scale 8.5 embeds omega 7.5; g = 1 embeds omega 0. A UNet
-    without ``time_cond_proj_dim`` (e.g. an LCM distilled as LoRA) gets no omega input: it samples without CFG and guidance_scale has no effect.
+    without ``time_cond_proj_dim`` (e.g. an LCM distilled as LoRA) gets no omega input: it samples without CFG and
+    guidance_scale has no effect.
 
     Timesteps lie on the training grid of N = ``scheduler.config.original_inference_steps`` points (default 50,
     written by our exporter), chosen like diffusers' LCMScheduler (also for img2img ``strength``). Each step
