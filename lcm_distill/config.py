@@ -113,7 +113,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     adam_epsilon: float = 1e-8
     use_8bit_adam: bool = False
-    lr_scheduler: str = "constant"  # any diffusers.optimization.get_scheduler name
+    # diffusers.optimization.get_scheduler names; plain "constant" ignores warm-up, so it is an error with warm-up > 0
+    lr_scheduler: str = "constant_with_warmup"
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
 
@@ -172,7 +173,10 @@ CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.report_to": ("tensorboard", "wandb", "none"),
     "train.ema_impl": ("foreach", "loop"),
+    "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                           "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
 }
+OMEGA_LIMIT = 50.0  # objective.omega_max above this is a typo (the paper trains omega in [2, 14], diffusers [5, 15])
 
 POSITIVE = (
     "data.resolution", "objective.num_points", "train.per_device_batch_size", "train.gradient_accumulation_steps",
@@ -260,6 +264,12 @@ def validate(cfg: Config) -> Config:
     if cfg.objective.kind == "lcd" and not cfg.model.teacher:
         raise ConfigError("model.teacher is required for objective.kind=lcd (the teacher solves the PF-ODE).")
     _validate_data(cfg.data)
+    if cfg.objective.omega_min < 0 or cfg.objective.omega_max > OMEGA_LIMIT:
+        raise ConfigError(
+            f"objective.omega_min={cfg.objective.omega_min}, objective.omega_max={cfg.objective.omega_max}: omega is "
+            f"the paper's guidance (teacher CFG (1+omega)*cond - omega*uncond) and must lie in [0, {OMEGA_LIMIT:g}]; "
+            "the paper uses [2, 14]."
+        )
     if cfg.objective.omega_min > cfg.objective.omega_max:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
@@ -279,6 +289,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. 'user/my-lcm').")
     if any(s < 1 for s in cfg.train.validation_steps):
         raise ConfigError(f"train.validation_steps={cfg.train.validation_steps} must be positive step counts.")
+    if any(s > cfg.objective.num_points for s in cfg.train.validation_steps):
+        raise ConfigError(
+            f"train.validation_steps={cfg.train.validation_steps}: a sampler has at most objective.num_points="
+            f"{cfg.objective.num_points} steps on the training grid; use fewer steps (LCMs use 1-8)."
+        )
+    if cfg.train.validation_guidance_scale < 1:
+        raise ConfigError(
+            f"train.validation_guidance_scale={cfg.train.validation_guidance_scale} is below 1 (omega = g - 1 < 0); "
+            "use g >= 1 (1 means no guidance)."
+        )
+    if cfg.optim.lr_scheduler == "constant" and cfg.optim.lr_warmup_steps > 0:
+        raise ConfigError(
+            f"optim.lr_scheduler=constant ignores optim.lr_warmup_steps={cfg.optim.lr_warmup_steps}; use "
+            "optim.lr_scheduler=constant_with_warmup (the default), or set optim.lr_warmup_steps=0."
+        )
+    if cfg.optim.lr_warmup_steps < 0:
+        raise ConfigError(f"optim.lr_warmup_steps={cfg.optim.lr_warmup_steps} must be >= 0.")
     return cfg
 
 

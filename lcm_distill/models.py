@@ -49,9 +49,14 @@ class Models:
     def __post_init__(self) -> None:
         self._uncond: dict[int, Tensor] = {}
 
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell: 2^(levels - 1) of the VAE (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     def latent_shape(self, resolution: int) -> tuple[int, int, int]:
         """(C, h, w) of the VAE latents of ``resolution``-pixel square images."""
-        hw = resolution // (2 ** (len(self.vae.config.block_out_channels) - 1))
+        hw = resolution // self.vae_scale_factor
         return (self.vae.config.latent_channels, hw, hw)
 
     def uncond_embeds(self, n: int) -> Tensor:

@@ -23,13 +23,17 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one key, YAML-parsed value; repeatable, e.g. --set train.max_train_steps=10",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything that needs no weights (paths, columns, output folder, resume), print the "
+                   "resolved config and exit")  # fmt: skip
     p.add_argument(
         "--resume",
         default=None,
         metavar="latest|PATH",
-        help="continue from the newest checkpoint in train.output_dir, or from a checkpoint folder",
+        help="continue from the newest intact checkpoint in train.output_dir, or from a checkpoint folder",
     )
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoints of an earlier run in train.output_dir (a new run refuses them)")
     return p
 
 
@@ -44,17 +48,23 @@ def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lc
         print(f"{prog}: objective.kind={cfg.objective.kind!r} in {args.config}; this script trains {kind!r}. "
               f"Use train_{cfg.objective.kind}.py or set objective.kind={kind}.", file=sys.stderr)  # fmt: skip
         return 2
-    if args.dry_run:
-        print(cfg.to_yaml(), end="")
-        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..engine import train
+    from ..engine import CheckpointError, DataError, NonFiniteLossError, preflight, train
 
     try:
-        result = train(cfg, resume=args.resume)
-    except ConfigError as err:  # up-front checks that needed the model's scheduler config (engine.preflight)
+        if args.dry_run:
+            plan = preflight(cfg, args.resume, args.overwrite, dry_run=True)
+            print(cfg.to_yaml(), end="")
+            print(f"# dry run: checks passed; resume from {plan.checkpoint or 'nothing (a new run)'}"
+                  + "".join(f"\n# {note}" for note in plan.notes))  # fmt: skip
+            return 0
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as err:  # every up-front check (engine/preflight.py) names the key or file at fault
         print(f"{prog}: config error: {err}", file=sys.stderr)
         return 2
+    except (CheckpointError, DataError, NonFiniteLossError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     if result.is_main_process:
         print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
               f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "

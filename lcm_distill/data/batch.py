@@ -37,6 +37,7 @@ class Batch(TypedDict):
     latent_std: Tensor | None
     prompt_embeds: Tensor | None
     skipped: int  # unreadable samples dropped from this batch
+    missing_captions: int  # delivered samples whose caption was missing or empty (trained as "")
 
 
 class StreamBatch(Batch):
@@ -47,6 +48,7 @@ class StreamBatch(Batch):
     dropped: list[tuple[int, int, int]]  # ids skipped or filtered since the previous batch
     finished: list[tuple[int, int, int]]  # (epoch, virtual shard, samples) read to the end
     filtered: int  # rejected by the metadata filters since the previous batch
+    truncated: int  # shards that ended in a read error since the previous batch (their rest is lost)
 
 
 def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
@@ -54,17 +56,19 @@ def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
     import torch
 
     good = [s for s in samples if s is not None]
+    captions = [s.get("caption", "") for s in good]
 
     def stack(key: str) -> Tensor | None:
         return torch.stack([s[key] for s in good]) if good and key in good[0] else None
 
     return Batch(
         pixel_values=stack("pixel_values"),
-        captions=[s.get("caption", "") for s in good],
+        captions=captions,
         latent_mean=stack("latent_mean"),
         latent_std=stack("latent_std"),
         prompt_embeds=stack("prompt_embeds"),
         skipped=skipped + len(samples) - len(good),
+        missing_captions=sum(1 for c in captions if not c) if good and "pixel_values" in good[0] else 0,
     )
 
 

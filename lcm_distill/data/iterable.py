@@ -95,6 +95,8 @@ class ShardPosition:
     samples: int = 0  # delivered in batches
     skipped_samples: int = 0  # corrupt / unreadable (and unreadable shards)
     filtered_samples: int = 0  # rejected by the metadata filters
+    missing_captions: int = 0  # delivered with an empty caption
+    truncated_shards: int = 0  # shards whose read ended in an error (the rest of each is lost, count unknown)
 
     def is_done(self, epoch: int, v: int) -> bool:
         return v in self.done.get(epoch, ()) or epoch < self.epoch
@@ -136,6 +138,8 @@ class ShardPosition:
         self.samples += len(batch["ids"])
         self.skipped_samples += batch["skipped"]
         self.filtered_samples += batch["filtered"]
+        self.missing_captions += batch["missing_captions"]
+        self.truncated_shards += batch["truncated"]
 
     def state_dict(self) -> dict:
         return {
@@ -144,7 +148,8 @@ class ShardPosition:
             "done": {e: sorted(vs) for e, vs in self.done.items()},
             "partial": [[e, v, p, sorted(x), t] for (e, v), (p, x, t) in sorted(self.partial.items())],
             "samples": self.samples, "skipped_samples": self.skipped_samples,
-            "filtered_samples": self.filtered_samples,
+            "filtered_samples": self.filtered_samples, "missing_captions": self.missing_captions,
+            "truncated_shards": self.truncated_shards,
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
@@ -165,6 +170,8 @@ class ShardPosition:
         self.partial = {(e, v): [p, set(x), t] for e, v, p, x, t in state["partial"]}
         self.samples, self.skipped_samples = int(state["samples"]), int(state["skipped_samples"])
         self.filtered_samples = int(state["filtered_samples"])
+        self.missing_captions = int(state.get("missing_captions", 0))
+        self.truncated_shards = int(state.get("truncated_shards", 0))
 
 
 class _Accounting:
@@ -173,10 +180,11 @@ class _Accounting:
     def __init__(self) -> None:
         self.dropped: list[tuple[int, int, int]] = []
         self.finished: list[tuple[int, int, int]] = []
-        self.skipped = self.filtered = 0
+        self.skipped = self.filtered = self.truncated = 0
 
     def flush(self) -> dict:
-        out = {"dropped": self.dropped, "finished": self.finished, "skipped": self.skipped, "filtered": self.filtered}
+        out = {"dropped": self.dropped, "finished": self.finished, "skipped": self.skipped, "filtered": self.filtered,
+               "truncated": self.truncated}  # fmt: skip
         self.__init__()
         return out
 
@@ -196,6 +204,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.seed, self.endless, self.filter = seed, endless, MetadataFilter.from_config(cfg)
         self.resume = resume
         self.shuffle_buffer = cfg.shuffle_buffer if endless else 0
+        self._warned_buffer = False
 
     def _skip(self, epoch: int, v: int) -> Callable[[int], bool] | None:
         pos = self.resume
@@ -237,9 +246,17 @@ class ShardStream(torch.utils.data.IterableDataset):
                             passed += 1
                             yield (epoch, v, k, shard, i), rec
                 except Exception as err:  # truncated / unreadable shard: what was read counts, the rest is lost
-                    logger.warning("shard %s: %s; skipping the rest of it", self.source.urls[shard], err)
-                    acc.skipped += 1
+                    logger.warning("shard %s: %s; skipping the rest of it (counted in truncated_shards)",
+                                   self.source.urls[shard], err)  # fmt: skip
+                    acc.truncated += 1
                 acc.finished.append((epoch, v, total))
+            if self.shuffle_buffer > passed > 0 and not self._warned_buffer:
+                self._warned_buffer = True
+                logger.warning(
+                    "data.shuffle_buffer=%d exceeds the %d samples this reader sees per epoch: the buffer mixes "
+                    "about %d epochs. Lower data.shuffle_buffer (e.g. to %d) for per-epoch shuffling.",
+                    self.shuffle_buffer, passed, -(-self.shuffle_buffer // passed), max(1, passed // 2),
+                )  # fmt: skip
             if not self.endless:
                 return
             if fresh and passed == 0:

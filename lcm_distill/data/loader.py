@@ -22,13 +22,16 @@ class DataPosition:
     epoch: int = 0
     batches: int = 0  # global micro-batches consumed in this epoch
     skipped_samples: int = 0  # unreadable/corrupt samples dropped so far (this rank)
+    missing_captions: int = 0  # samples trained with an empty caption (missing or "" in the caption column)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batches": self.batches, "skipped_samples": self.skipped_samples}
+        return {"epoch": self.epoch, "batches": self.batches, "skipped_samples": self.skipped_samples,
+                "missing_captions": self.missing_captions}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self.skipped_samples = int(state.get("skipped_samples", 0))
+        self.missing_captions = int(state.get("missing_captions", 0))
 
 
 class _EpochBatchSampler(torch.utils.data.Sampler):
@@ -82,6 +85,7 @@ class ResumableBatches:
             for batch in loader:
                 pos.batches += 1
                 pos.skipped_samples += batch["skipped"]
+                pos.missing_captions += batch["missing_captions"]
                 seen_good = seen_good or len(batch["captions"]) > 0
                 yield batch
             if not seen_good and sampler.start == 0:

@@ -1,22 +1,35 @@
 """The one training engine shared by LCD and LCF (Accelerate)."""
 
-from .checkpoint import RunLayout, checkpoint_path, list_checkpoints, resolve_resume, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    RunLayout,
+    checkpoint_path,
+    find_resume_checkpoint,
+    list_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from .ema import ema_update
 from .loop import (
+    DataError,
     EngineState,
     NonFiniteLossError,
     TrainResult,
     build_accelerator,
     build_optimizer,
     load_run_models,
-    preflight,
     train,
 )
+from .preflight import Plan, preflight
 from .step import StepResult, TrainStep
 
 __all__ = [
+    "CheckpointError",
+    "DataError",
     "EngineState",
     "NonFiniteLossError",
+    "Plan",
     "RunLayout",
     "StepResult",
     "TrainResult",
@@ -25,10 +38,12 @@ __all__ = [
     "build_optimizer",
     "checkpoint_path",
     "ema_update",
+    "find_resume_checkpoint",
     "list_checkpoints",
     "load_run_models",
     "preflight",
     "resolve_resume",
     "save_checkpoint",
     "train",
+    "verify_checkpoint",
 ]

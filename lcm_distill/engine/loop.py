@@ -21,11 +21,12 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data import build_batches
-from ..functional import SkippingGrid, num_train_timesteps
 from ..models import Models, load_models
 from ..objectives import OBJECTIVES, ConsistencyStep
-from .checkpoint import RunLayout, list_checkpoints, resolve_resume, save_checkpoint
+from .checkpoint import CheckpointError, RunLayout, list_checkpoints, read_manifest, save_checkpoint
 from .outputs import export_pipelines, run_validation
+from .preflight import check_resolution, preflight
+from .resume import apply_learning_rate
 from .step import TrainStep
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ class EngineState:
     step: int = 0
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
+    empty_in_row: int = 0  # batches without a readable sample (not a loss problem: counted apart)
     data: dict | None = None
+    global_batch: int | None = None  # checked on resume: another global batch would skip or repeat data
+    world: int | None = None
+    initial_max_abs_weight: float | None = None  # the student's largest weight at step 0 (divergence advice)
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -60,7 +65,11 @@ class TrainResult:
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """Too many optimiser steps in a row had a non-finite loss; the message names a sound checkpoint."""
+
+
+class DataError(RuntimeError):
+    """The data source delivers nothing readable; the message names the data keys."""
 
 
 class _StopFlag:
@@ -118,42 +127,19 @@ def build_accelerator(cfg: Config):
     )
 
 
-def preflight(cfg: Config) -> dict:
-    """Checks that need the model's scheduler config (a JSON read) but no weights; returns that config.
-
-    The skipping grid must divide the teacher's T (a hub id's config is only known here, a local folder's was
-    checked by the config already); an LCF start model trained on another grid N gets a warning.
-    """
-    from ..models import model_source, read_scheduler_config
-
-    m = cfg.model
-    source = model_source(m, OBJECTIVES[cfg.objective.kind].needs_teacher)
-    sched = read_scheduler_config(source, m.revision)
-    try:
-        SkippingGrid(num_train_timesteps(sched), cfg.objective.num_points)
-    except ValueError as err:
-        raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
-    trained_n = sched.get("original_inference_steps") if source == m.student else None
-    if trained_n and trained_n != cfg.objective.num_points:
-        logger.warning(
-            "model.student was trained on a grid of N=%s points but objective.num_points=%s; inference timesteps "
-            "will follow the new grid. Set objective.num_points=%s to keep the original one.",
-            trained_n, cfg.objective.num_points, trained_n,
-        )  # fmt: skip
-    return sched
-
-
 def load_run_models(cfg: Config) -> Models:
     """The run's networks: :func:`~lcm_distill.models.load_models` given the keys of ``cfg`` it needs."""
     return load_models(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher,
                        with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)  # fmt: skip
 
 
-def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: int | None = None) -> TrainResult:
-    """Run (or resume) training as configured. ``stop_after`` ends early after that many steps (tests)."""
+def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: int | None = None,
+          overwrite: bool = False) -> TrainResult:  # fmt: skip
+    """Run (or resume) training as configured. ``overwrite`` deletes the checkpoints of an earlier run in
+    train.output_dir (else such a folder is refused without ``resume``); ``stop_after`` ends early (tests)."""
     from diffusers.optimization import get_scheduler
 
-    preflight(cfg)
+    plan = preflight(cfg, resume, overwrite)  # every check that needs no weights (engine/preflight.py)
     accelerator = accelerator or build_accelerator(cfg)
     tc = cfg.train
     layout = RunLayout(tc.output_dir)
@@ -164,6 +150,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     if tc.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     models = load_run_models(cfg).to(accelerator.device)
+    check_resolution(cfg.data.resolution, models.vae_scale_factor)  # hub models: known only now
     models.schedule = models.schedule.to(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
     B = tc.per_device_batch_size
@@ -178,20 +165,25 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         num_training_steps=tc.max_train_steps,
     )  # fmt: skip  (stepped once per optimiser step by us, not by accelerate, so warm-up means optimiser steps)
     student, optimizer = accelerator.prepare(models.student, optimizer)
-    state = EngineState()
+    global_batch = B * world * tc.gradient_accumulation_steps
+    state = EngineState(global_batch=global_batch, world=world)
     accelerator.register_for_checkpointing(lr_schedule, state)
     if models.target is not None:
         accelerator.register_for_checkpointing(models.target)
     if accelerator.trackers == [] and tc.report_to != "none":
         accelerator.init_trackers("lcm-distill", config={"objective": cfg.objective.kind})
 
-    ckpt = resolve_resume(tc.output_dir, resume)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
+    if plan.checkpoint is not None:
+        try:
+            accelerator.load_state(str(plan.checkpoint))
+        except Exception as err:  # a pre-0.2 checkpoint (no manifest) damaged in a way its file list cannot show
+            raise CheckpointError(f"--resume: {plan.checkpoint} could not be loaded ({type(err).__name__}: {err}); "
+                                  "resume from an older checkpoint with --resume PATH.") from err  # fmt: skip
+        _check_resumed_batch(state, global_batch, world, plan.checkpoint)
         batches.position.load_state_dict(_own_data_state(state.data, rank))
-        logger.info("resumed from %s at step %d", ckpt, state.step)
-    elif resume not in (None, "latest"):
-        raise FileNotFoundError(f"--resume {resume}: nothing to resume")
+        if plan.learning_rate_change is not None:
+            apply_learning_rate(optimizer, lr_schedule, *plan.learning_rate_change)
+        logger.info("resumed from %s at step %d", plan.checkpoint, state.step)
 
     unwrapped = accelerator.unwrap_model(student)
     consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student, unwrapped=unwrapped,
@@ -205,17 +197,36 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     progress = _progress(accelerator, state.step, tc.max_train_steps)
     data_iter = iter(batches)
     t_last, last_ckpt = time.perf_counter(), (list_checkpoints(tc.output_dir) or [None])[-1]
+    initial_max_w = state.initial_max_abs_weight = state.initial_max_abs_weight or _max_abs_weight(unwrapped)
     status = "finished"
+
+    def checkpoint() -> Path:
+        state.data = _data_state(accelerator, batches.position)
+        return save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml,
+                               {"max_abs_weight": _max_abs_weight(unwrapped), "loss": losses[-1] if losses else None})
+
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
             result = train_step(state.step, data_iter)
+            if result.empty:
+                state.empty_in_row += 1
+                if state.empty_in_row >= tc.max_nonfinite_steps:
+                    raise DataError(
+                        f"{state.empty_in_row} batches in a row had no readable sample (at step {state.step}; "
+                        f"{batches.position.skipped_samples} unreadable samples so far): the data source is broken. "
+                        "Check data.dataset / data.shards (python -c 'from PIL import Image; Image.open(...)')."
+                    )
+                continue
+            state.empty_in_row = 0
             if not result.finite:
                 state.nonfinite_total += 1
                 state.nonfinite_in_row += 1
                 if state.nonfinite_in_row >= tc.max_nonfinite_steps:
                     raise NonFiniteLossError(
-                        f"{state.nonfinite_in_row} steps in a row had a non-finite loss (at step {state.step}); "
-                        f"last good checkpoint: {last_ckpt or 'none'}. Lower optim.learning_rate or check the data."
+                        f"{state.nonfinite_in_row} steps in a row had a non-finite loss (at step {state.step}). "
+                        f"{_checkpoint_advice(tc.output_dir, initial_max_w)} Lower optim.learning_rate (now "
+                        f"{cfg.optim.learning_rate:g}) or optim.max_grad_norm, or check the data (unreadable "
+                        f"samples so far: {batches.position.skipped_samples})."
                     )
                 continue
             state.nonfinite_in_row = 0
@@ -223,18 +234,17 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             losses.append(result.loss)
             now = time.perf_counter()
             progress.update(1)
+            counters = data_counters(batches.position)
             samples_s = B * world * tc.gradient_accumulation_steps / (now - t_last)
             progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}",
-                                 samples_s=f"{samples_s:.1f}")  # fmt: skip
+                                 samples_s=f"{samples_s:.1f}", **{k: v for k, v in counters.items() if v})  # fmt: skip
             t_last = now
             if state.step % tc.log_every == 0 or state.step == 1:
-                accelerator.log({"loss": result.loss, "lr": lr_schedule.get_last_lr()[0], **result.logs,
-                                 "skipped_samples": batches.position.skipped_samples,
+                accelerator.log({"loss": result.loss, "lr": lr_schedule.get_last_lr()[0], **result.logs, **counters,
                                  "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip
             stop_now = _agree(accelerator, stop.requested) or (stop_after is not None and state.step >= stop_after)
             if state.step % tc.checkpoint_every == 0 or stop_now:
-                state.data = _data_state(accelerator, batches.position)
-                last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml)
+                last_ckpt = checkpoint()
             if tc.validation_every and state.step % tc.validation_every == 0:
                 run_validation(accelerator, cfg, models, unwrapped, state.step)
             if stop_now:
@@ -244,14 +254,54 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     progress.close()
     if status == "finished":
         if last_ckpt is None or last_ckpt.name != layout.checkpoint(state.step).name:
-            state.data = _data_state(accelerator, batches.position)
-            last_ckpt = save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml)
+            last_ckpt = checkpoint()
         run_validation(accelerator, cfg, models, unwrapped, state.step)
         if tc.export:
             export_pipelines(accelerator, cfg, models, unwrapped)
     accelerator.end_training()
     return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
+
+
+def _max_abs_weight(module: torch.nn.Module) -> float:
+    return max((p.detach().abs().max().item() for p in module.parameters() if p.numel()), default=0.0)
+
+
+def _checkpoint_advice(output_dir: str, initial_max_w: float) -> str:
+    """Name the newest checkpoint whose weights have not blown up (max |w| within 10x of the start)."""
+    ckpts = list_checkpoints(output_dir)
+    if not ckpts:
+        return "Last good checkpoint: none (nothing was saved yet)."
+    weights = {c: read_manifest(c).get("max_abs_weight") for c in ckpts}
+    sane = [c for c in ckpts if weights[c] is None or weights[c] <= 10 * max(initial_max_w, 1e-12)]
+    newest, w = ckpts[-1], weights[ckpts[-1]]
+    if sane and sane[-1] == newest:
+        return f"Last good checkpoint: {newest} (resume from it with --resume latest after the change below)."
+    if sane:
+        return (f"The last checkpoint {newest} may hold diverged weights (max |w| {w:.3g} vs {initial_max_w:.3g} at "
+                f"the start); last good checkpoint: {sane[-1]} (resume with --resume {sane[-1]}).")  # fmt: skip
+    return (f"Last good checkpoint: none - every checkpoint may hold diverged weights (max |w| {w:.3g} vs "
+            f"{initial_max_w:.3g} at the start); start a new run.")  # fmt: skip
+
+
+def _check_resumed_batch(state: EngineState, global_batch: int, world: int, ckpt: Path) -> None:
+    if state.global_batch is not None and state.global_batch != global_batch:
+        raise ConfigError(
+            f"--resume {ckpt}: the run was trained with a global batch of {state.global_batch} "
+            f"(per_device_batch_size x processes x gradient_accumulation_steps); this run has {global_batch}, which "
+            "would skip or repeat data. Use the same train.per_device_batch_size, process count and "
+            "train.gradient_accumulation_steps, or start a new run."
+        )
+    if state.world is not None and state.world != world:
+        raise ConfigError(f"--resume {ckpt}: the run was trained on {state.world} processes, this one has {world}; "
+                          "resume with the same process count (accelerate launch --num_processes).")  # fmt: skip
+    state.global_batch, state.world = global_batch, world
+
+
+def data_counters(position) -> dict[str, int]:
+    """What the data source dropped or patched so far (this rank), for the progress bar and tensorboard."""
+    names = ("skipped_samples", "filtered_samples", "missing_captions", "truncated_shards")
+    return {n: int(getattr(position, n)) for n in names if hasattr(position, n)}
 
 
 def _data_state(accelerator, position) -> dict:

@@ -20,10 +20,12 @@ from .ema import ema_update
 
 @dataclass
 class StepResult:
-    """``loss`` is the global-batch mean (None: the step was skipped, a micro-batch was non-finite or empty)."""
+    """``loss`` is the global-batch mean (None: the step was skipped). ``empty``: some process had a micro-batch
+    without one readable sample (a data problem, not a loss problem); otherwise a skipped step was non-finite."""
 
     loss: float | None
     logs: dict[str, float] = field(default_factory=dict)
+    empty: bool = False
 
     @property
     def finite(self) -> bool:
@@ -50,18 +52,20 @@ class TrainStep:
         acc, cs = self.accelerator, self.consistency
         world, rank, B = acc.num_processes, acc.process_index, self.batch_size
         step_noise = cs.draw(self.seed, step, self.accumulation * world * B)
-        losses, logs, bad = [], [], False
+        losses, logs, bad, empty = [], [], False, False
         for micro in range(self.accumulation):
             batch = next(data)
             lo = (micro * world + rank) * B
             noise = step_noise.slice(lo, lo + B).to(acc.device)
             with acc.accumulate(cs.student):
                 out = cs(batch, noise)
-                finite = torch.tensor(
-                    [0.0 if out is None or not torch.isfinite(out.loss) else 1.0], device=acc.device
+                flags = torch.tensor(  # [finite, readable], agreed by every process (min)
+                    [0.0 if out is None or not torch.isfinite(out.loss) else 1.0, 0.0 if out is None else 1.0],
+                    device=acc.device,
                 )
-                if acc.reduce(finite, "min").item() < 1.0:
-                    bad = True
+                flags = acc.reduce(flags, "min")
+                if flags[0].item() < 1.0:
+                    bad, empty = True, empty or flags[1].item() < 1.0
                 else:
                     acc.backward(out.loss)
                     losses.append(out.loss.detach())
@@ -71,7 +75,7 @@ class TrainStep:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         if bad:
-            return StepResult(None)
+            return StepResult(None, empty=empty)
         self.lr_schedule.step()
         if cs.models.target is not None:
             ema_update(cs.models.target, cs.unwrapped, self.ema_decay, self.ema_impl)

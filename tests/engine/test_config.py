@@ -45,16 +45,25 @@ def test_overrides_and_errors_name_the_key(tmp_path):
         load_config(None, [*ok, "train.max_train_steps"])
 
 
-def test_cli_dry_run_prints_resolved_config(capsys, tmp_path):
+def test_cli_dry_run_prints_resolved_config(capsys, tmp_path, teacher_dirs, data_dir):
     path = tmp_path / "c.yaml"
-    path.write_text("model: {teacher: t}\ndata: {dataset: d}\n")
+    path.write_text(f"model: {{teacher: {teacher_dirs['epsilon']}}}\ndata: {{dataset: {data_dir}, resolution: 16}}\n"
+                    f"train: {{output_dir: {tmp_path / 'out'}}}\n")  # fmt: skip
     assert main(["--config", str(path), "--set", "train.seed=5", "--dry-run"], kind="lcd", prog="train_lcd.py") == 0
     printed = capsys.readouterr().out
-    assert "seed: 5" in printed and "teacher: t" in printed
+    assert "seed: 5" in printed and f"teacher: {teacher_dirs['epsilon']}" in printed and "checks passed" in printed
+    assert not (tmp_path / "out").exists()  # a dry run changes nothing on disk
     assert main(["--config", str(path), "--set", "objective.kind=lcf"], kind="lcd", prog="train_lcd.py") == 2
     assert "this script trains 'lcd'" in capsys.readouterr().err
     assert main(["--config", str(path), "--set", "nope.x=1"], kind="lcd", prog="train_lcd.py") == 2
     assert "nope" in capsys.readouterr().err
+    # --dry-run checks the paths: a missing teacher folder and a missing dataset are config errors naming the key
+    assert main(["--config", str(path), "--set", f"model.teacher={tmp_path / 'nope'}", "--dry-run"], kind="lcd",
+                prog="train_lcd.py") == 2  # fmt: skip
+    assert "model.teacher=" in capsys.readouterr().err
+    assert main(["--config", str(path), "--set", f"data.dataset={tmp_path / 'nope'}", "--dry-run"], kind="lcd",
+                prog="train_lcd.py") == 2  # fmt: skip
+    assert "data.dataset=" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "fsdp"])

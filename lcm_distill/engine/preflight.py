@@ -1,0 +1,236 @@
+"""Every check that can run before a model is loaded, so a run never trains for an hour and then fails on a setting
+that was wrong from the start. ``train()`` runs it first; ``--dry-run`` runs it too (without touching the disk).
+
+Checks (each error is a ConfigError naming the key or file and what to do):
+- model.teacher / model.student / model.vae: a local folder exists and is a diffusers model; a hub id is readable
+  (offline: say so); the skipping grid divides the model's own T; data.resolution is a multiple of the VAE factor.
+- data.*: the local dataset / imagefolder / parquet / shards exist, hold images, and have the named columns; a hub
+  dataset while offline is refused with a hint; data.cache_dir exists.
+- train.output_dir: writable; a folder that already holds checkpoints is refused for a new run unless ``--resume``
+  (continue it) or ``--overwrite`` (delete its checkpoints) is given.
+- ``--resume``: the newest *complete and intact* checkpoint is chosen (manifest sizes and hashes; an older one
+  when the newest is damaged, with a log line); settings that change the run's meaning are refused, the learning
+  rate is applied (engine/resume.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config, ConfigError
+from ..conventions import num_train_timesteps
+from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
+from .resume import resume_changes
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class Plan:
+    """What the checks found: the model's scheduler config, the checkpoint to resume from and what changes on it."""
+
+    scheduler_config: dict
+    checkpoint: Path | None = None
+    learning_rate_change: tuple[float, float] | None = None  # (saved, new) applied on resume
+    notes: list[str] = field(default_factory=list)
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _local(value: str) -> bool:
+    """A path rather than a hub id: it exists, or it cannot be a hub id (absolute, ./, ~, more than one slash)."""
+    return Path(value).expanduser().exists() or not _HUB_ID.match(value)
+
+
+def _read_json(path: Path, key: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}: {path} is not readable JSON ({err}).") from err
+
+
+def check_model_folder(key: str, source: str, revision: str | None, parts: tuple[str, ...]) -> dict:
+    """The scheduler config of the diffusers pipeline ``source`` (``key`` names it in errors)."""
+    from ..models import read_scheduler_config
+
+    path = Path(source).expanduser()
+    if _local(source):
+        if not path.is_dir():
+            raise ConfigError(f"{key}={source}: no such folder. Give a diffusers pipeline folder (model_index.json, "
+                              "unet/, vae/, ...) or a Hub id such as stabilityai/stable-diffusion-2-1.")  # fmt: skip
+        missing = [p for p in parts if not (path / p).is_dir()]
+        if missing or not (path / "scheduler" / "scheduler_config.json").is_file():
+            raise ConfigError(
+                f"{key}={source} is not a diffusers pipeline folder: it lacks {missing or ['scheduler/']} "
+                f"(found {sorted(p.name for p in path.iterdir())[:8]}). Save one with pipe.save_pretrained(folder)."
+            )
+        return _read_json(path / "scheduler" / "scheduler_config.json", key)
+    try:
+        return read_scheduler_config(source, revision)
+    except Exception as err:  # hub errors come in many types (offline, gated, missing)
+        hint = ("the Hub is offline here (HF_HUB_OFFLINE=1): download it first (huggingface-cli download "
+                f"{source}) and point {key} at the folder" if offline() else "check the id, your token and network")
+        raise ConfigError(f"{key}={source}: not a local folder, and the Hub model could not be read "
+                          f"({type(err).__name__}); {hint}.") from err  # fmt: skip
+
+
+def _vae_factor(cfg: Config, source: str) -> int | None:
+    """2^(levels - 1) of the run's VAE when its config is a local file (else None: checked after loading)."""
+    config = Path(cfg.model.vae) / "config.json" if cfg.model.vae else Path(source) / "vae" / "config.json"
+    if not config.is_file():
+        return None
+    return 2 ** (len(_read_json(config, "model.vae").get("block_out_channels", [0, 0, 0, 0])) - 1)
+
+
+def check_resolution(resolution: int, factor: int | None) -> None:
+    if factor and resolution % factor:
+        lo = resolution // factor * factor
+        raise ConfigError(f"data.resolution={resolution} is not a multiple of the VAE's downsampling factor {factor}; "
+                          f"use {lo or factor} or {lo + factor}.")  # fmt: skip
+
+
+def check_models(cfg: Config, needs_teacher: bool) -> dict:
+    from ..functional import SkippingGrid
+
+    m = cfg.model
+    key, source = ("model.teacher", m.teacher) if needs_teacher or not m.student else ("model.student", m.student)
+    sched = check_model_folder(key, source, m.revision, ("unet", "vae", "text_encoder", "tokenizer"))
+    if m.vae and _local(m.vae) and not (Path(m.vae) / "config.json").is_file():
+        raise ConfigError(f"model.vae={m.vae}: no config.json there; give an AutoencoderKL folder or a Hub id.")
+    try:
+        SkippingGrid(num_train_timesteps(sched), cfg.objective.num_points)
+    except ValueError as err:
+        raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
+    check_resolution(cfg.data.resolution, _vae_factor(cfg, source))
+    trained_n = sched.get("original_inference_steps") if source == m.student else None
+    if trained_n and trained_n != cfg.objective.num_points:
+        logger.warning(
+            "model.student was trained on a grid of N=%s points but objective.num_points=%s; inference timesteps "
+            "will follow the new grid. Set objective.num_points=%s to keep the original one.",
+            trained_n, cfg.objective.num_points, trained_n,
+        )  # fmt: skip
+    return sched
+
+
+def _columns_of(path: Path) -> tuple[list[str] | None, int | None]:
+    """(columns, number of images or None) of a local dataset without loading it (a few file reads)."""
+    if path.is_dir():
+        parquet = sorted(path.rglob("*.parquet"))
+        if parquet:
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(parquet[0]).names), None
+        images = sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        meta = next(iter(sorted(path.rglob("metadata.jsonl"))), None)
+        columns = ["image"]
+        if meta is not None:
+            first = meta.read_text().split("\n", 1)[0]
+            columns += [c for c in json.loads(first) if c != "file_name"] if first.strip() else []
+        return columns, images
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names), None
+    if path.suffix in (".json", ".jsonl"):
+        first = path.read_text().lstrip().split("\n", 1)[0]
+        return (list(json.loads(first)) if path.suffix == ".jsonl" and first else None), None
+    if path.suffix == ".csv":
+        return path.read_text().split("\n", 1)[0].strip().split(","), None
+    return None, None
+
+
+def check_data(cfg: Config) -> None:
+    d = cfg.data
+    if d.cache_dir:
+        if not (Path(d.cache_dir) / "manifest.json").is_file():
+            raise ConfigError(f"data.cache_dir={d.cache_dir}: no finished cache there (no manifest.json); build it "
+                              "with lcm-distill-cache --config FILE --out DIR.")  # fmt: skip
+        return
+    if d.source == "webdataset":
+        from ..data.webdataset import expand_shards
+
+        try:
+            expand_shards(d.shards)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(str(err)) from err
+        return
+    path = Path(d.dataset).expanduser()
+    if not _local(d.dataset):
+        if offline():
+            raise ConfigError(f"data.dataset={d.dataset}: not a local path, and the Hub is offline here "
+                              "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); download it first (lcm-distill-split --dataset "
+                              f"{d.dataset} --out DIR while online) and point data.dataset at the folder.")  # fmt: skip
+        return
+    if not path.exists():
+        raise ConfigError(f"data.dataset={d.dataset}: no such file or folder; give an imagefolder (images + "
+                          "metadata.jsonl with captions), a parquet/csv/json file, or a Hub dataset id.")  # fmt: skip
+    columns, images = _columns_of(path)
+    if images == 0:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ConfigError(f"data.dataset={d.dataset}: the folder holds no images ({kinds}).")
+    if columns is not None:
+        for key, col in (("data.image_column", d.image_column), ("data.caption_column", d.caption_column)):
+            if col not in columns:
+                raise ConfigError(f"{key}={col!r} is not a column of {d.dataset}; its columns are {columns}.")
+
+
+def check_output_dir(out: Path, create: bool) -> None:
+    """train.output_dir can be written (``create``: make it; else check the nearest existing parent)."""
+    probe = out
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"train.output_dir={out}: cannot create it ({err}); choose a writable folder.") from err
+    else:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        msg = f"train.output_dir={out}: cannot write in {probe} ({err}); choose a writable folder."
+        raise ConfigError(msg) from err
+
+
+def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, dry_run: bool = False) -> Plan:
+    """Run every up-front check; see the module docstring. ``dry_run``: check only, change nothing on disk."""
+    from ..objectives import OBJECTIVES
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    layout = RunLayout(cfg.train.output_dir)
+    check_output_dir(layout.root, create=not dry_run and main)
+    plan = Plan(check_models(cfg, OBJECTIVES[cfg.objective.kind].needs_teacher))
+    check_data(cfg)
+    existing = list_checkpoints(layout.root)
+    if resume is None and existing:
+        if not overwrite:
+            raise ConfigError(
+                f"train.output_dir={layout.root} already holds {len(existing)} checkpoint(s) of a run (newest: "
+                f"{existing[-1].name}). Continue it with --resume latest, delete them with --overwrite, or set "
+                "train.output_dir to a new folder."
+            )
+        plan.notes.append(f"--overwrite: deleting {len(existing)} checkpoint(s) in {layout.checkpoints}")
+        if not dry_run and main:
+            logger.warning(plan.notes[-1])
+            shutil.rmtree(layout.checkpoints, ignore_errors=True)
+    if resume is not None:
+        plan.checkpoint = find_resume_checkpoint(layout.root, resume)
+        if plan.checkpoint is None:
+            plan.notes.append(f"--resume {resume}: no checkpoint in {layout.checkpoints} yet; starting at step 0")
+            logger.warning(plan.notes[-1])
+        else:
+            plan.learning_rate_change = resume_changes(cfg, plan.checkpoint, layout)
+    return plan
