@@ -223,7 +223,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 state.nonfinite_in_row += 1
                 if state.nonfinite_in_row >= tc.max_nonfinite_steps:
                     raise NonFiniteLossError(
-                        f"{state.nonfinite_in_row} steps in a row had a non-finite loss (at step {state.step}). "
+                        f"{state.nonfinite_in_row} steps in a row had a non-finite loss (at step {state.step}); "
                         f"{_checkpoint_advice(tc.output_dir, initial_max_w)} Lower optim.learning_rate (now "
                         f"{cfg.optim.learning_rate:g}) or optim.max_grad_norm, or check the data (unreadable "
                         f"samples so far: {batches.position.skipped_samples})."
@@ -271,16 +271,16 @@ def _checkpoint_advice(output_dir: str, initial_max_w: float) -> str:
     """Name the newest checkpoint whose weights have not blown up (max |w| within 10x of the start)."""
     ckpts = list_checkpoints(output_dir)
     if not ckpts:
-        return "Last good checkpoint: none (nothing was saved yet)."
+        return "last good checkpoint: none (nothing was saved yet)."
     weights = {c: read_manifest(c).get("max_abs_weight") for c in ckpts}
     sane = [c for c in ckpts if weights[c] is None or weights[c] <= 10 * max(initial_max_w, 1e-12)]
     newest, w = ckpts[-1], weights[ckpts[-1]]
     if sane and sane[-1] == newest:
-        return f"Last good checkpoint: {newest} (resume from it with --resume latest after the change below)."
+        return f"last good checkpoint: {newest} (resume from it with --resume latest after the change below)."
     if sane:
-        return (f"The last checkpoint {newest} may hold diverged weights (max |w| {w:.3g} vs {initial_max_w:.3g} at "
+        return (f"the last checkpoint {newest} may hold diverged weights (max |w| {w:.3g} vs {initial_max_w:.3g} at "
                 f"the start); last good checkpoint: {sane[-1]} (resume with --resume {sane[-1]}).")  # fmt: skip
-    return (f"Last good checkpoint: none - every checkpoint may hold diverged weights (max |w| {w:.3g} vs "
+    return (f"last good checkpoint: none - every checkpoint may hold diverged weights (max |w| {w:.3g} vs "
             f"{initial_max_w:.3g} at the start); start a new run.")  # fmt: skip
 
 
