@@ -151,9 +151,15 @@ def build_student(teacher_unet: nn.Module, omega_dim: int, init: str, seed: int 
 def _attach_lora(unet: nn.Module, lc: LoRAConfig) -> nn.Module:
     from peft import LoraConfig
 
-    unet.add_adapter(
-        LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
-    )
+    from .config import ConfigError
+
+    try:
+        unet.add_adapter(
+            LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules))
+        )
+    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+        raise ConfigError(f"model.lora.target_modules={list(lc.target_modules)}: {err} Use module names of the UNet "
+                          "(e.g. to_q, to_k, to_v, to_out.0; the default list fits SD 1.x/2.x).") from err  # fmt: skip
     return unet
 
 

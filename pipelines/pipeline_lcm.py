@@ -281,6 +281,9 @@ class LCMPipeline(DiffusionPipeline):
                 raise ValueError(f"{name}={kw[name]} must be a positive multiple of {self.vae_scale_factor}.")
         if kw["output_type"] not in OUTPUT_TYPES:
             raise ValueError(f"output_type={kw['output_type']!r} must be one of {OUTPUT_TYPES}.")
+        g = kw["guidance_scale"]
+        if g is not None and (g != g or g < 1):  # NaN or below 1
+            raise ValueError(f"guidance_scale={g} is below 1 (omega = g - 1 < 0); use g >= 1 (1 means no guidance).")
         if not 0.0 <= kw["noise_fraction"] <= 1.0:
             raise ValueError(f"noise_fraction={kw['noise_fraction']} must lie in [0, 1] (0 deterministic, 1 LCM).")
         bad = [k for k in kw["tensor_inputs"] if k not in self._callback_tensor_inputs]
@@ -343,6 +346,7 @@ class LCMPipeline(DiffusionPipeline):
             width=width,
             output_type=output_type,
             noise_fraction=noise_fraction,
+            guidance_scale=guidance_scale,
             generator=generator,
             latents=latents,
             image=image,

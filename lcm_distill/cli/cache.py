@@ -108,8 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The run config may point data.cache_dir at the folder being built; reading the source is what we want.
         cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null"])
+        from ..engine.preflight import check_data, check_model_folder
+
+        lcf_start = cfg.objective.kind == "lcf" and cfg.model.student
+        source = cfg.model.student if lcf_start else cfg.model.teacher
+        check_model_folder("model.student" if lcf_start else "model.teacher", source, cfg.model.revision,
+                           ("vae", "text_encoder", "tokenizer"))  # fmt: skip
+        check_data(cfg)
     except ConfigError as err:
-        print(f"lcm_distill.cli.cache: config error: {err}", file=sys.stderr)
+        print(f"lcm-distill-cache: config error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if state.is_main_process:
         if (out / "manifest.json").exists() or list(out.glob("part-r*.json")):
             if not args.overwrite:
-                print(f"lcm_distill.cli.cache: {out} already holds a cache; pass --overwrite to replace it.",
+                print(f"lcm-distill-cache: {out} already holds a cache; pass --overwrite to replace it.",
                       file=sys.stderr)  # fmt: skip
                 return 2
             shutil.rmtree(out)

@@ -49,7 +49,7 @@ def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _local(value: str) -> bool:
+def is_local_path(value: str) -> bool:
     """A path rather than a hub id: it exists, or it cannot be a hub id (absolute, ./, ~, more than one slash)."""
     return Path(value).expanduser().exists() or not _HUB_ID.match(value)
 
@@ -66,7 +66,7 @@ def check_model_folder(key: str, source: str, revision: str | None, parts: tuple
     from ..models import read_scheduler_config
 
     path = Path(source).expanduser()
-    if _local(source):
+    if is_local_path(source):
         if not path.is_dir():
             raise ConfigError(f"{key}={source}: no such folder. Give a diffusers pipeline folder (model_index.json, "
                               "unet/, vae/, ...) or a Hub id such as stabilityai/stable-diffusion-2-1.")  # fmt: skip
@@ -107,7 +107,7 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     m = cfg.model
     key, source = ("model.teacher", m.teacher) if needs_teacher or not m.student else ("model.student", m.student)
     sched = check_model_folder(key, source, m.revision, ("unet", "vae", "text_encoder", "tokenizer"))
-    if m.vae and _local(m.vae) and not (Path(m.vae) / "config.json").is_file():
+    if m.vae and is_local_path(m.vae) and not (Path(m.vae) / "config.json").is_file():
         raise ConfigError(f"model.vae={m.vae}: no config.json there; give an AutoencoderKL folder or a Hub id.")
     try:
         SkippingGrid(num_train_timesteps(sched), cfg.objective.num_points)
@@ -167,7 +167,7 @@ def check_data(cfg: Config) -> None:
             raise ConfigError(str(err)) from err
         return
     path = Path(d.dataset).expanduser()
-    if not _local(d.dataset):
+    if not is_local_path(d.dataset):
         if offline():
             raise ConfigError(f"data.dataset={d.dataset}: not a local path, and the Hub is offline here "
                               "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); download it first (lcm-distill-split --dataset "
