@@ -37,6 +37,16 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def parse_run(argv: list[str], kind: str | None, prog: str):
+    """(args, Config) of a command line, without the path checks of --dry-run (benchmarks validate the argv of
+    steps whose inputs an earlier step writes). Raises ConfigError for a bad config or the wrong objective.kind."""
+    args = build_parser(prog, kind).parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if kind is not None and cfg.objective.kind != kind:
+        raise ConfigError(f"objective.kind={cfg.objective.kind!r}; {prog} trains {kind!r}")
+    return args, cfg
+
+
 def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lcm-distill-train") -> int:
     args = build_parser(prog, kind).parse_args(argv)
     try:

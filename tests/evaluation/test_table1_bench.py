@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lcm_distill.cli import main as train_cli
 from lcm_distill.cli.evaluate import build_parser
+from lcm_distill.cli.train import parse_run
 from lcm_distill.evaluation.report import EvalReport, ResultRow
 
 ROOT = Path(__file__).parents[2]
@@ -44,7 +44,8 @@ def _plan(bench, tmp_path, **kw):
 
 def _dry_run(argv: list[str]) -> int:
     kind = "lcf" if argv[0] == "train_lcf.py" else "lcd"
-    return train_cli([*[a for a in argv[1:] if a not in ("--resume", "latest")], "--dry-run"], kind, argv[0])
+    print(parse_run([a for a in argv[1:] if a not in ("--resume", "latest")], kind, argv[0])[1].to_yaml())
+    return 0
 
 
 def test_every_step_parses_with_the_real_clis(bench, tmp_path, capsys):
