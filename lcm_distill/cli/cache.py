@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lcm-distill-cache", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the training YAML whose data and frozen models to cache")
     p.add_argument("--out", required=True, help="cache folder (then train with data.cache_dir=DIR)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config keys (one or more per --set), as for training")
     p.add_argument("--dtype", type=dtype_arg, default="fp16", choices=DTYPE_NAMES,
                    help="storage dtype of the cached tensors (fp32 for bit-exact parity tests)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)

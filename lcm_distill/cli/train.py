@@ -18,10 +18,12 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one key, YAML-parsed value; repeatable, e.g. --set train.max_train_steps=10",
+        help="override keys, YAML-parsed values; one or more per --set, repeatable, e.g. "
+        "--set train.max_train_steps=10 train.seed=1",
     )
     p.add_argument("--dry-run", action="store_true",
                    help="check everything that needs no weights (paths, columns, output folder, resume), print the "

@@ -21,7 +21,7 @@ def bpe_vocab_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "open_clip_torch is not installed; it ships the CLIP BPE vocabulary the offline tokenizer is built from. "
-            "Install it with `pip install open_clip_torch` (see requirements.lock)."
+            "Install it with `pip install open_clip_torch` (pinned in requirements.txt)."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
     if not path.exists():
