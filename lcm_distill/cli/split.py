@@ -3,7 +3,8 @@
     python -m lcm_distill.cli.split --dataset reach-vb/pokemon-blip-captions --out data/pokemon --test-fraction 0.1
 
 writes ``<out>/train`` and ``<out>/test`` (PNG files + metadata.jsonl with ``file_name`` and ``text``), which
-training (``data.dataset: <out>/train``) and evaluation (``lcm-distill-evaluate --reference <out>/test``) read. The split depends only on
+training (``data.dataset: <out>/train``) and evaluation
+(``lcm-distill-evaluate --reference <out>/test``) read. The split depends only on
 the dataset's row order, ``--seed`` and ``--test-fraction``: rerunning it reproduces the same files.
 """
 
