@@ -5,6 +5,7 @@ through :class:`ResumableBatches`, sharded iterables (webdataset, hf_streaming) 
 Both iterate endlessly and expose ``position`` (state_dict / load_state_dict, skipped_samples) for checkpoints.
 """
 
+from .batch import DataError
 from .cache import CachedLatents, cache_key, encoder_dtypes
 from .hf import CaptionedImages, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
@@ -55,6 +56,7 @@ __all__ = [
     "SOURCES",
     "CachedLatents",
     "CaptionedImages",
+    "DataError",
     "DataPosition",
     "ResumableBatches",
     "ShardPosition",

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .batch import Sample, StreamBatch, decode_sample, make_batch
+from .batch import DataError, Sample, StreamBatch, decode_sample, make_batch
 from .filters import MetadataFilter
 from .transforms import sample_rng
 
@@ -260,7 +260,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             if not self.endless:
                 return
             if fresh and passed == 0:
-                raise ValueError(
+                raise DataError(
                     f"rank {self.rank} worker {worker}: no sample of a whole epoch of its shards passed "
                     "the data.min_*/max_* filters or had an image; check data.shards and the filters."
                 )
@@ -295,7 +295,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 acc.skipped += 1
                 failures += 1
                 if failures >= DECODE_FAILURE_LIMIT:
-                    raise ValueError(
+                    raise DataError(
                         f"{failures} samples in a row could not be decoded (last: {rec.get('key')} of "
                         f"{self.source.urls[shard]}); check data.shards / data.dataset."
                     )
@@ -328,7 +328,7 @@ class StreamingBatches:
     def __init__(self, source: ShardSource, cfg, batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_workers: int = 0) -> None:  # fmt: skip
         if not source.urls:
-            raise ValueError("the data source has no shards; check data.shards / data.dataset.")
+            raise DataError("the data source has no shards; check data.shards / data.dataset.")
         self.source, self.cfg, self.batch_size, self.seed, self.num_workers = source, cfg, batch_size, seed, num_workers
         plan = ShardPlan.build(len(source.urls), world_size, num_workers, seed)
         self.position = ShardPosition(plan, rank, fingerprint(source.urls))
@@ -347,7 +347,7 @@ class StreamingBatches:
             self.position.apply(batch)
             yield batch
         if endless:
-            raise ValueError("every reader of this rank stopped: no shard has readable samples (data.shards).")
+            raise DataError("every reader of this rank stopped: no shard has readable samples (data.shards).")
 
     def __iter__(self) -> Iterator[StreamBatch]:
         return self.batches(endless=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .batch import Batch, Sample, make_batch
+from .batch import Batch, DataError, Sample, make_batch
 
 
 @dataclass
@@ -89,5 +89,8 @@ class ResumableBatches:
                 seen_good = seen_good or len(batch["captions"]) > 0
                 yield batch
             if not seen_good and sampler.start == 0:
-                raise ValueError("no readable sample in a whole epoch of the data source; check data.dataset.")
+                raise DataError(
+                    f"no readable sample in a whole epoch of data.dataset ({pos.skipped_samples} unreadable so far): "
+                    "check the files, e.g. python -c 'from PIL import Image; Image.open(PATH)'."
+                )
             pos.epoch, pos.batches = pos.epoch + 1, 0

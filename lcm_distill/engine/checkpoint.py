@@ -20,6 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .faults import fault_point
+
 logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -206,11 +208,13 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int, c
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(str(tmp))
+        fault_point("save_state", step)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if config_yaml is not None:
                 (tmp / CONFIG_FILE).write_text(config_yaml)
             write_manifest(tmp, {"step": step, **(extra or {})})
+            fault_point("manifest", step)
     except (OSError, RuntimeError) as err:
         written = _folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -231,6 +235,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int, c
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(root)
+        fault_point("rename", step)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

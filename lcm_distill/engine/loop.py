@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError
-from ..data import build_batches
+from ..data import DataError, build_batches
 from ..models import Models, load_models
 from ..objectives import OBJECTIVES, ConsistencyStep
 from .checkpoint import CheckpointError, RunLayout, list_checkpoints, read_manifest, save_checkpoint
+from .faults import fault_point
 from .outputs import export_pipelines, run_validation
 from .preflight import check_resolution, preflight
 from .resume import apply_learning_rate
@@ -66,10 +67,6 @@ class TrainResult:
 
 class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a non-finite loss; the message names a sound checkpoint."""
-
-
-class DataError(RuntimeError):
-    """The data source delivers nothing readable; the message names the data keys."""
 
 
 class _StopFlag:
@@ -231,6 +228,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 continue
             state.nonfinite_in_row = 0
             state.step += 1
+            fault_point("step", state.step)
             losses.append(result.loss)
             now = time.perf_counter()
             progress.update(1)

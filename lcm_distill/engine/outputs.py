@@ -21,6 +21,7 @@ from PIL import Image
 from ..config import Config
 from ..models import Models
 from .checkpoint import CONFIG_FILE, RunLayout
+from .faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
             extra_files={CONFIG_FILE: cfg.to_yaml()},
         )
         written["student"] = save_lcm_pipeline(layout.export("student"), unet=unet, **common)
+        fault_point("export", cfg.train.max_train_steps)
         if models.target is not None:
             written["target"] = save_lcm_pipeline(layout.export("target"), unet=models.target, **common)
         if cfg.train.push_to_hub:

@@ -116,3 +116,93 @@ def test_lr_scheduler_choices_are_diffusers_schedulers():
     from lcm_distill.config import CHOICES
 
     assert set(CHOICES["optim.lr_scheduler"]) == {s.value for s in SchedulerType}
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(28, "No space left on device"), RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")],
+)
+def test_a_full_disk_during_a_checkpoint_names_the_space_and_keeps_the_last_one(make_cfg, monkeypatch, failure):
+    from accelerate import Accelerator
+
+    real, calls = Accelerator.save_state, []
+
+    def save_state(self, output_dir=None, **kw):
+        calls.append(output_dir)
+        if len(calls) == 2:  # the second checkpoint: half written, then the disk is full
+            from pathlib import Path
+
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 1000)
+            raise failure
+        return real(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    cfg = make_cfg("train.max_train_steps=3", "train.checkpoint_every=1")
+    with pytest.raises(CheckpointError, match=r"no space left.*GiB are free.*checkpoints_keep \+ 1") as err:
+        train(cfg)
+    assert "checkpoint-00000001" in str(err.value)  # the last complete one is named
+    ckpts = cfg.train.output_dir + "/checkpoints"
+    assert [p.name for p in list_checkpoints(cfg.train.output_dir)] == ["checkpoint-00000001"]
+    assert not list(__import__("pathlib").Path(ckpts).glob(".tmp-*"))  # the partial folder gave its space back
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    assert train(cfg, resume="latest").step == 3
+
+
+def test_an_unreadable_dataset_is_a_data_error_not_a_learning_rate_problem(make_cfg, tmp_path):
+    from lcm_distill.engine import DataError
+    from lcm_distill.testing import make_imagefolder
+
+    broken = make_imagefolder(tmp_path / "broken", n=0, corrupt=4)
+    cfg = make_cfg(f"data.dataset={broken}", "train.max_nonfinite_steps=3")
+    with pytest.raises(DataError, match="no readable sample") as err:
+        train(cfg)
+    assert "learning_rate" not in str(err.value)
+
+
+def test_divergence_never_names_a_checkpoint_with_exploded_weights(make_cfg):
+    from lcm_distill.engine import NonFiniteLossError
+
+    cfg = make_cfg("train.max_train_steps=50", "train.checkpoint_every=1", "optim.learning_rate=1e6",
+                   "optim.max_grad_norm=1e9", "train.max_nonfinite_steps=2")  # fmt: skip
+    with pytest.raises(NonFiniteLossError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "diverged weights" in msg and "last good checkpoint: none" in msg, msg
+
+
+def test_missing_captions_are_trained_as_empty_and_counted(tmp_path):
+    import json
+
+    from lcm_distill.config import load_config
+    from lcm_distill.data import build_batches
+    from lcm_distill.testing import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "d", n=4)
+    rows = [json.loads(r) for r in (data / "metadata.jsonl").read_text().splitlines()]
+    rows[1]["text"], rows[2]["text"] = "", None
+    (data / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, ["model.teacher=t", f"data.dataset={data}", "data.resolution=16"])
+    batches = build_batches(cfg.data, 4, 0, 1, 0)
+    batch = next(iter(batches))
+    assert sorted(batch["captions"]).count("") == 2 and batches.position.missing_captions == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.teacher={empty}", r"model\.teacher=.* is not a diffusers pipeline folder"),
+        ("model.teacher=stabilityai/stable-diffusion-2-1", r"model\.teacher=stabilityai.*offline"),
+        ("data.dataset=lambdalabs/pokemon-blip-captions", r"data\.dataset=lambdalabs.*offline"),
+        ("data.dataset={empty}", r"data\.dataset=.*holds no images"),
+        ("train.output_dir={file}/run", r"train\.output_dir=.*cannot create it"),
+    ],
+)
+def test_bad_paths_are_config_errors_naming_the_key(make_cfg, tmp_path, monkeypatch, override, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    cfg = make_cfg(override.format(empty=tmp_path / "empty", file=tmp_path / "file"))
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)

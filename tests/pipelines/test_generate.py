@@ -59,6 +59,7 @@ def test_img2img_flags(lcm_folder, tmp_path):
         (["--width", "-8"], "--width -8"),
         (["--timesteps", "999", "500"], "invalid generation settings: timesteps [500] are not on the training grid"),
         (["--image", "/nonexistent.png"], "--image /nonexistent.png: no such file"),
+        (["--guidance-scale", "0.5"], "guidance_scale"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(lcm_folder, tmp_path, capsys, extra, flag):
