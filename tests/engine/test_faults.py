@@ -81,3 +81,27 @@ def test_one_of_two_workers_killed_then_resumed_equals_an_uninterrupted_two_proc
     last = _run(cfg, resume=True, launch=LAUNCH2)
     assert last.returncode == 0, last.stderr[-3000:]
     _assert_bitwise_equal(_weights(tmp_path / "ref"), _weights(tmp_path / "faulty"))
+
+
+def test_sigterm_to_a_two_process_launcher_checkpoints_every_worker(teacher_dirs, data_dir, tmp_path):
+    """What README says of SIGTERM under accelerate launch: the workers checkpoint and report; the launcher exits 1."""
+    import re
+    import signal
+    import time
+
+    cfg = _write_config(tmp_path / "c.yaml", teacher_dirs["epsilon"], data_dir, output_dir=str(tmp_path / "run"),
+                        per_device_batch_size=2, max_train_steps=100000)  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as log:
+        proc = subprocess.Popen([*LAUNCH2, str(ROOT / "train_lcd.py"), "--config", str(cfg)], cwd=ROOT, env=ENV,
+                                stdout=subprocess.PIPE, stderr=log, text=True)  # fmt: skip
+        deadline = time.time() + 300
+        progressed = re.compile(r"\|\s*[2-9]\d*/100000")
+        while time.time() < deadline and proc.poll() is None and not progressed.search(err.read_text()):
+            time.sleep(0.5)
+        assert proc.poll() is None, err.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1  # torch elastic's own status for a signal; if this changes, update README
+    step = int(re.search(r"interrupted at step (\d+)", stdout).group(1))
+    assert [c.name for c in (tmp_path / "run" / "checkpoints").iterdir()] == [f"checkpoint-{step:08d}"]
