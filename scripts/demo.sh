@@ -3,6 +3,7 @@
 # teacher (assets/testbed/teacher-v) with train_lcd.py, then evaluate the LCM at 1/2/4 steps beside the teacher's
 # 50-step DDIM (domain FID and prompt accuracy) and print the table. Outputs land in outputs/demo/.
 # Extra arguments go to train_lcd.py, e.g.  bash scripts/demo.sh --set train.max_train_steps=50
+# Each run starts the demo afresh (--overwrite replaces the previous demo run in outputs/demo/lcd).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -21,12 +22,12 @@ if [ ! -f "$TEACHER/model_index.json" ]; then
   echo "[demo] $TEACHER is missing: using a random-weight tiny teacher (python -m lcm_distill.testing); no metrics"
   TEACHER="$OUT/kit-teacher"
   [ -f "$TEACHER/model_index.json" ] || "$PY" -m lcm_distill.testing --out "$TEACHER"
-  "$PY" train_lcd.py --config configs/lcd_tiny_cpu.yaml --set train.output_dir="$OUT/lcd" \
+  "$PY" train_lcd.py --config configs/lcd_tiny_cpu.yaml --set train.output_dir="$OUT/lcd" --overwrite \
     --set model.teacher="$TEACHER" "$@"
   echo "[demo] training took $(( $(date +%s) - start )) s; validation grids in $OUT/lcd/validation/"
   exit 0
 fi
-"$PY" train_lcd.py --config configs/lcd_tiny_cpu.yaml --set train.output_dir="$OUT/lcd" "$@"
+"$PY" train_lcd.py --config configs/lcd_tiny_cpu.yaml --set train.output_dir="$OUT/lcd" --overwrite "$@"
 t_train=$(date +%s)
 common=(--reference outputs/testbed-digits --fid-features testbed --prompt-accuracy testbed
         --num-images "$N_IMAGES" --batch-size 50 --guidance "$GUIDANCE" --seed 0 --threads 2)
