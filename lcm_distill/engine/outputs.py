@@ -142,7 +142,11 @@ def _save_lora_and_merge(unet, folder: Path):
     from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B): what load_lora_weights reads back
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+    # The adapter config (rank, lora_alpha, targets) goes into the safetensors header: without it stock loaders assume
+    # alpha = rank and apply the LoRA at rank/alpha times its trained strength.
+    metadata = unet.peft_config["default"].to_dict()
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
+                                              unet_lora_adapter_metadata=metadata)  # fmt: skip
     merged = copy.deepcopy(unet)
     merged.fuse_lora()
     merged.unload_lora()
