@@ -101,6 +101,10 @@ class ObjectiveConfig:
     cfg_placement: str = "paper"  # paper (Eq. 17) | guided
     omega_min: float = 2.0
     omega_max: float = 14.0
+    # Every target at this one omega instead of omega ~ U[omega_min, omega_max]. "auto": fixed at
+    # LORA_OMEGA (the LCM-LoRA report's 7.5) for a LoRA student, which has no omega input and would otherwise regress
+    # to an average over guidance strengths; the range (null) for an omega-conditioned student.
+    omega_fixed: float | str | None = "auto"
     loss: str = "l2"  # l2 | huber | l1
     huber_c: float = 0.001
 
@@ -176,6 +180,7 @@ CHOICES = {
     "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
                            "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
 }
+LORA_OMEGA = 7.5  # objective.omega_fixed "auto" for LoRA students (LCM-LoRA technical report: fixed omega 7.5)
 OMEGA_LIMIT = 50.0  # objective.omega_max above this is a typo (the paper trains omega in [2, 14], diffusers [5, 15])
 
 POSITIVE = (
@@ -193,7 +198,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for a in inner[:-1]:  # e.g. float | str: the first type that takes the value
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], key)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}.")
@@ -270,6 +280,15 @@ def validate(cfg: Config) -> Config:
             f"the paper's guidance (teacher CFG (1+omega)*cond - omega*uncond) and must lie in [0, {OMEGA_LIMIT:g}]; "
             "the paper uses [2, 14]."
         )
+    o = cfg.objective
+    if o.omega_fixed == "auto":
+        o.omega_fixed = LORA_OMEGA if cfg.model.lora.enabled else None
+    elif isinstance(o.omega_fixed, str):
+        raise ConfigError(f"objective.omega_fixed={o.omega_fixed!r}: give a number, null (omega ~ U[omega_min, "
+                          "omega_max]) or auto (fixed 7.5 for LoRA students, the range otherwise).")  # fmt: skip
+    elif o.omega_fixed is not None and not 0 <= o.omega_fixed <= OMEGA_LIMIT:
+        raise ConfigError(f"objective.omega_fixed={o.omega_fixed} must lie in [0, {OMEGA_LIMIT:g}] (guidance_scale "
+                          "omega + 1; the LCM-LoRA report distils 7.5).")  # fmt: skip
     if cfg.objective.omega_min > cfg.objective.omega_max:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."

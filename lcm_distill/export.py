@@ -99,11 +99,13 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
             guidance += f"; trained on ω ∈ [{lo:g}, {hi:g}], i.e. guidance_scale ∈ [{lo + 1:g}, {hi + 1:g}]"
         call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale={card.guidance_scale})"
     else:
-        guidance = "none: this UNet has no ω embedding, so guidance_scale has no effect (sample without CFG)"
-        call = f"pipe({PROMPT}, num_inference_steps={best})"
-    stock_note = (
-        "" if has_omega_embedding else " (stock diffusers needs the ω embedding: use the custom pipeline below)"
-    )
+        guidance = (
+            "`guidance_scale=1.0` (no CFG pass): this UNet has no ω input; "
+            + _baked_guidance(card.omega_range)
+        )
+        call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0)"
+    stock_class = "LatentConsistencyModelPipeline" if has_omega_embedding else "StableDiffusionPipeline + LCMScheduler"
+    stock_note = ""
     lines = [
         f"# {card.model_name or repo.split('/')[-1]}",
         "",
@@ -126,7 +128,7 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         "```python",
         "from diffusers import DiffusionPipeline",
         "",
-        f'pipe = DiffusionPipeline.from_pretrained("{repo}")  # LatentConsistencyModelPipeline',
+        f'pipe = DiffusionPipeline.from_pretrained("{repo}")  # {stock_class}',
         f"image = {call}.images[0]",
         "```",
         "",
@@ -147,6 +149,48 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
     ]
     if card.notes:
         lines += ["", card.notes]
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+
+
+def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
+    """What guidance a UNet without the ω input learnt from its teacher's targets."""
+    if omega_range is None:
+        return "the guidance it was distilled with is not recorded"
+    lo, hi = omega_range
+    if lo == hi:
+        return (f"the teacher's guidance ω = {lo:g} (diffusers guidance_scale {lo + 1:g}) is distilled into the "
+                "weights")  # fmt: skip
+    return (f"it was distilled over ω ∈ [{lo:g}, {hi:g}] and draws an average of those guidance strengths "
+            "(objective.omega_fixed sets one)")  # fmt: skip
+
+
+def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float) -> str:
+    """README.md of an exported LCM-LoRA folder: what to load it into, and how to sample (stock diffusers)."""
+    repo = card.repo_id or REPO_PLACEHOLDER
+    best = card.recommended_steps[-1]
+    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
+             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
+    lines = [
+        f"# {card.model_name or repo.split('/')[-1]}",
+        "",
+        f"An LCM-LoRA (rank {rank}, alpha {alpha:g}; the adapter config is in the safetensors metadata) made with "
+        f"lcm-distill ({card.method}) from `{card.base_model}`. It turns that model into a {best}-step sampler.",
+        "",
+        f"- **Guidance**: sample with `guidance_scale=1.0`; {_baked_guidance(card.omega_range)}.",
+        f"- **Scheduler**: LCMScheduler with `original_inference_steps={num_points}` (the training grid).",
+        f"- **Data**: {card.data_description or ', '.join(card.datasets) or 'not stated'}",
+        "",
+        "## Use with stock diffusers",
+        "",
+        "```python",
+        "from diffusers import DiffusionPipeline, LCMScheduler",
+        "",
+        f'pipe = DiffusionPipeline.from_pretrained("{card.base_model}")',
+        f"pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps={num_points})",
+        f'pipe.load_lora_weights("{repo}")',
+        f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0).images[0]",
+        "```",
+    ]
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
 PIPELINE_FILE_NAME = "pipeline_lcm.py"
 STOCK_PIPELINE_CLASS = "LatentConsistencyModelPipeline"
+STOCK_CLASS_WITHOUT_OMEGA = "StableDiffusionPipeline"  # + LCMScheduler: how stock diffusers runs LCM-LoRA UNets
 DEFAULT_GUIDANCE_SCALE = 8.5  # diffusers' LatentConsistencyModelPipeline default
 DEFAULT_IMG2IMG_STRENGTH = 0.8  # diffusers' LatentConsistencyModelImg2ImgPipeline default
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -427,7 +428,8 @@ class LCMPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' save, plus this file copied beside the weights, and ``model_index.json`` naming the stock
-        LatentConsistencyModelPipeline so that a plain ``DiffusionPipeline.from_pretrained`` needs no custom code.
+        class (LatentConsistencyModelPipeline; StableDiffusionPipeline for a UNet without the omega embedding) so that
+        a plain ``DiffusionPipeline.from_pretrained`` needs no custom code.
 
         ``push_to_hub=True`` uploads after those edits (repo_id, token, private, commit_message as in diffusers).
         """
@@ -438,8 +440,15 @@ class LCMPipeline(DiffusionPipeline):
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path, encoding="utf-8") as f:
             index = json.load(f)
-        index["_class_name"] = STOCK_PIPELINE_CLASS
-        index.setdefault("image_encoder", [None, None])  # the stock pipeline's optional IP-adapter component
+        # The stock LCM pipeline needs the omega embedding (it raises TypeError on a UNet without time_cond_proj_dim);
+        # such a UNet (merged LCM-LoRA) runs in stock StableDiffusionPipeline with the LCMScheduler saved here.
+        has_omega = self.unet.config.get("time_cond_proj_dim") is not None
+        index["_class_name"] = STOCK_PIPELINE_CLASS if has_omega else STOCK_CLASS_WITHOUT_OMEGA
+        index.setdefault("image_encoder", [None, None])  # the stock pipelines' optional IP-adapter component
+        if not has_omega:
+            index.setdefault("safety_checker", [None, None])
+            index.setdefault("feature_extractor", [None, None])
+            index.setdefault("requires_safety_checker", False)
         with open(index_path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")

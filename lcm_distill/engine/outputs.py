@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,15 @@ def _card(cfg: Config, method: str):
         method=method,
         data_description=cfg.data.dataset,
         guidance_scale=cfg.train.validation_guidance_scale,
-        omega_range=(cfg.objective.omega_min, cfg.objective.omega_max),
+        omega_range=(cfg.objective.omega_min, cfg.objective.omega_max) if cfg.objective.omega_fixed is None
+        else (cfg.objective.omega_fixed, cfg.objective.omega_fixed),
         solver=cfg.objective.solver if method == "LCD" else None,
     )
 
 
 def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[str, Path]:
     """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked."""
-    from ..export import push_to_hub, save_lcm_pipeline
+    from ..export import push_to_hub, render_lora_card, save_lcm_pipeline
 
     written: dict[str, Path] = {}
     if accelerator.is_main_process:
@@ -115,6 +117,9 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
             written["lora"] = layout.export("lora")
             unet = _save_lora_and_merge(student, written["lora"])
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
+            lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
+                                         cfg.model.lora.rank, cfg.model.lora.alpha)  # fmt: skip
+            (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
         common = dict(
             vae=models.vae,
             text_encoder=models.text_encoder,

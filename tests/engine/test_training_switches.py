@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lcm_distill.config import ConfigError
 from lcm_distill.engine import train
 
 
@@ -72,3 +73,42 @@ def test_lora_run_exports_weights_for_load_lora_weights(make_cfg, teacher_dirs, 
     with torch.no_grad():
         torch.testing.assert_close(merged(x, t, encoder_hidden_states=ctx).sample, after, atol=1e-5, rtol=0)
     assert (after - before).abs().max() > 1e-3
+
+
+def test_lora_folders_load_and_sample_in_stock_diffusers_as_their_cards_say(make_cfg, teacher_dirs):
+    """student/ (merged, no omega input) loads as stock StableDiffusionPipeline + LCMScheduler; lora/ carries a card
+    whose snippet (base model + LCMScheduler + load_lora_weights) draws the same images; targets used omega 7.5."""
+    from diffusers import DiffusionPipeline, LCMScheduler
+
+    cfg = make_cfg("model.lora.enabled=true", "model.lora.rank=4", "model.lora.alpha=8", "train.ema_decay=0",
+                   "train.export=true", "optim.learning_rate=1e-2")  # fmt: skip
+    assert cfg.objective.omega_fixed == 7.5  # "auto" for a LoRA student
+    out = train(cfg).output_dir
+    merged = DiffusionPipeline.from_pretrained(out / "student")
+    assert type(merged).__name__ == "StableDiffusionPipeline" and isinstance(merged.scheduler, LCMScheduler)
+    card = (out / "lora" / "README.md").read_text()
+    assert "guidance_scale=1.0" in card and "ω = 7.5" in card and "original_inference_steps=50" in card
+    assert "guidance_scale=1.0" in (out / "student" / "README.md").read_text()
+    base = DiffusionPipeline.from_pretrained(teacher_dirs["epsilon"])  # the card's snippet, on the tiny teacher
+    base.scheduler = LCMScheduler.from_config(base.scheduler.config, original_inference_steps=50)
+    base.load_lora_weights(out / "lora")
+    kw = dict(num_inference_steps=2, guidance_scale=1.0, height=16, width=16, output_type="np")
+    a = merged("a red square", generator=torch.Generator().manual_seed(0), **kw).images
+    b = base("a red square", generator=torch.Generator().manual_seed(0), **kw).images
+    assert abs(a - b).max() < 1e-4
+
+
+def test_omega_fixed_draws_one_omega_and_keeps_the_random_stream(make_cfg):
+    from lcm_distill.engine import load_run_models
+    from lcm_distill.objectives import ConsistencyStep
+
+    ranged, fixed = make_cfg(), make_cfg("objective.omega_fixed=3")
+    assert ranged.objective.omega_fixed is None  # "auto" for an omega-conditioned student: the range
+    models = load_run_models(ranged)
+    a = ConsistencyStep(models, ranged.objective, 16).draw(0, 5, 8)
+    b = ConsistencyStep(models, fixed.objective, 16).draw(0, 5, 8)
+    assert torch.equal(b.omega, torch.full((8,), 3.0)) and a.omega.min() >= 2 and a.omega.std() > 0
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.start, b.start)
+    for bad in ("objective.omega_fixed=sometimes", "objective.omega_fixed=-1"):
+        with pytest.raises(ConfigError, match=r"objective\.omega_fixed"):
+            make_cfg(bad)

@@ -103,7 +103,12 @@ def test_model_card(lcm_folder):
     assert "ω = guidance_scale − 1 = 7.5" in text and "guidance_scale ∈ [3, 15]" in text
     assert 'custom_pipeline="pipeline_lcm", trust_remote_code=True' in text and REPO_PLACEHOLDER in text
     no_omega = render_model_card(ModelCardInfo(base_model="b", method="LCF"), 50, has_omega_embedding=False)
-    assert "guidance_scale has no effect" in no_omega and "Latent Consistency Fine-tuning" in no_omega
+    assert "no ω input" in no_omega and "Latent Consistency Fine-tuning" in no_omega
+    assert "StableDiffusionPipeline + LCMScheduler" in no_omega and "guidance_scale=1.0)" in no_omega
+    fixed = render_model_card(ModelCardInfo(base_model="b", omega_range=(7.5, 7.5)), 50, has_omega_embedding=False)
+    assert "ω = 7.5 (diffusers guidance_scale 8.5) is distilled into the weights" in fixed
+    ranged = render_model_card(ModelCardInfo(base_model="b", omega_range=(2, 14)), 50, has_omega_embedding=False)
+    assert "average of those guidance strengths" in ranged
     with pytest.raises(ValueError, match="method='XYZ'"):
         ModelCardInfo(base_model="b", method="xyz")
 
