@@ -302,6 +302,12 @@ def validate(cfg: Config) -> Config:
         )
     if not 0.0 <= cfg.train.ema_decay <= 1.0:
         raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
+    if cfg.model.lora.enabled and cfg.model.frozen_dtype != "fp32" and cfg.train.mixed_precision == "no":
+        raise ConfigError(
+            f"model.lora.enabled=true with model.frozen_dtype={cfg.model.frozen_dtype}: the LoRA base weights are "
+            f"kept in {cfg.model.frozen_dtype} and need autocast; set train.mixed_precision=bf16 (or fp16), or "
+            "model.frozen_dtype=fp32."
+        )
     if cfg.model.lora.enabled and cfg.train.ema_decay != 0.0:
         raise ConfigError("model.lora.enabled=true needs train.ema_decay=0 (the LoRA target is the student itself).")
     if cfg.train.push_to_hub and not cfg.train.hub_model_id:

@@ -202,10 +202,14 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
     base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
     teacher = None
     if m.lora.enabled:
-        student = _attach_lora(base.float(), m.lora)
+        # The base weights are the frozen teacher (adapters off) and frozen in the student: model.frozen_dtype.
+        # Only the adapters train, in fp32 (the run's autocast computes in half precision; see config validation).
+        student = _attach_lora(base.to(frozen), m.lora)
         base.requires_grad_(False)
         for name, p in student.named_parameters():
             p.requires_grad_("lora_" in name)
+            if "lora_" in name:
+                p.data = p.data.float()
         omega_dim = None
     elif not with_teacher and m.student:
         student = base.float()

@@ -152,7 +152,7 @@ def _save_lora_and_merge(unet, folder: Path):
     metadata = unet.peft_config["default"].to_dict()
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
                                               unet_lora_adapter_metadata=metadata)  # fmt: skip
-    merged = copy.deepcopy(unet)
+    merged = copy.deepcopy(unet).float()  # merge in fp32 even when the base weights trained in frozen_dtype
     merged.fuse_lora()
     merged.unload_lora()
     return merged

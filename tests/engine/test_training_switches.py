@@ -112,3 +112,22 @@ def test_omega_fixed_draws_one_omega_and_keeps_the_random_stream(make_cfg):
     for bad in ("objective.omega_fixed=sometimes", "objective.omega_fixed=-1"):
         with pytest.raises(ConfigError, match=r"objective\.omega_fixed"):
             make_cfg(bad)
+
+
+def test_lora_base_weights_follow_frozen_dtype_and_adapters_stay_fp32(make_cfg):
+    from lcm_distill.engine import load_run_models
+
+    args = ("model.lora.enabled=true", "model.lora.rank=4", "model.lora.alpha=4", "train.ema_decay=0",
+            "model.frozen_dtype=bf16")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"train\.mixed_precision"):
+        make_cfg(*args)
+    cfg = make_cfg(*args, "train.mixed_precision=bf16", "train.export=true", "optim.learning_rate=1e-2")
+    student = load_run_models(cfg).student
+    dtypes = {("lora_" in n, p.dtype) for n, p in student.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+    result = train(cfg)
+    assert result.status == "finished" and result.nonfinite_total == 0
+    from diffusers import UNet2DConditionModel
+
+    merged = UNet2DConditionModel.from_pretrained(result.output_dir / "student", subfolder="unet")
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
