@@ -68,6 +68,14 @@ def _versions() -> dict:
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "lcm_distill": lcm_distill.__version__}
 
 
+def guidance_mode(pipe) -> str:
+    """How ``pipe`` uses guidance_scale: omega-embedded, cfg (an unconditional pass) or unused."""
+    unet_cfg = getattr(getattr(pipe, "unet", None), "config", {})
+    if type(pipe).__name__ in ("LCMPipeline", "LatentConsistencyModelPipeline"):
+        return "omega-embedded" if unet_cfg.get("time_cond_proj_dim") is not None else "unused"
+    return "cfg"
+
+
 def run_evaluation(
     pipe,
     prompts: Sequence[str],
@@ -85,11 +93,17 @@ def run_evaluation(
     """
     meta = dict(meta or {})
     prompts = list(prompts)
+    mode = guidance_mode(pipe)
+    guidance_scales = tuple(config.guidance_scales)
+    if mode == "unused" and any(g != 1.0 for g in guidance_scales):
+        log.warning("%s has no omega input and samples without CFG: guidance_scale %s has no effect; evaluating "
+                    "once, recorded at guidance_scale 1", type(pipe.unet).__name__, list(guidance_scales))  # fmt: skip
+        guidance_scales = (1.0,)
     out = Path(out_dir) if out_dir is not None else None
     device = str(getattr(pipe, "device", "cpu"))
     meter = LatencyMeter(device)
     if config.warmup:
-        generate(pipe, prompts[:1], config.steps[0], config.guidance_scales[0], config.seed, 1, **config.call_kwargs)
+        generate(pipe, prompts[:1], config.steps[0], guidance_scales[0], config.seed, 1, **config.call_kwargs)
     report = EvalReport(
         model=str(meta.get("model", "in-process")),
         kind=str(meta.get("kind", "unknown")),
@@ -106,9 +120,10 @@ def run_evaluation(
         scorers=[s.name for s in scorers],
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        guidance_mode=mode,
     )
     k = min(config.grid_prompts, len(prompts))
-    for g in config.guidance_scales:
+    for g in guidance_scales:
         grid_rows, labels = [], []
         for steps in config.steps:
             meter.reset()

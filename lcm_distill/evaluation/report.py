@@ -55,6 +55,10 @@ class EvalReport:
     versions: dict = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
+    # how the model uses guidance_scale: "omega-embedded" (LCM student with the omega input: omega = g - 1 embedded),
+    # "cfg" (a second, unconditional pass: teachers), "unused" (no omega input and no CFG, e.g. a merged LCM-LoRA:
+    # rows are recorded at g = 1, never at a value the model ignored)
+    guidance_mode: str = "unknown"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -125,3 +125,25 @@ def test_compare_command(report_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.json")])
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("omega_dim", [32, None])
+def test_report_says_how_guidance_is_used_and_never_records_an_ignored_value(tiny_pipe, tmp_path, omega_dim):
+    from lcm_distill.pipelines import LCMPipeline
+
+    from lcm_distill.testing import tiny_components
+
+    comps = tiny_components(tmp_path / "c", "epsilon", time_cond_proj_dim=omega_dim, scheduler="lcm")
+    pipe = LCMPipeline(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = EvalConfig(steps=(1, 2), guidance_scales=(4.0, 9.0), batch_size=2, warmup=False)
+    report = run_evaluation(pipe, PROMPTS[:2], cfg)
+    if omega_dim is None:  # a merged LCM-LoRA: no omega input, no CFG pass
+        assert report.guidance_mode == "unused"
+        assert [(r.steps, r.guidance_scale, r.omega) for r in report.results] == [(1, 1.0, 0.0), (2, 1.0, 0.0)]
+    else:
+        assert report.guidance_mode == "omega-embedded"
+        assert sorted({(r.guidance_scale, r.omega) for r in report.results}) == [(4.0, 3.0), (9.0, 8.0)]
+    configure_scheduler(tiny_pipe, "teacher-ddim")
+    assert run_evaluation(tiny_pipe, PROMPTS[:2], EvalConfig(steps=(1,), guidance_scales=(3.0,), batch_size=2,
+                                                             warmup=False)).guidance_mode == "cfg"  # fmt: skip
