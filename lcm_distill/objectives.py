@@ -65,7 +65,8 @@ def draw_step_noise(
 ) -> StepNoise:
     """Draw (t_{n+k}, t_n), omega and the two noises for the whole global micro-batch, on CPU in fp32."""
     start, end = grid.sample_pairs(global_batch, generator=generator)
-    lo, hi = (cfg.omega_min, cfg.omega_max) if cfg.omega_fixed is None else (cfg.omega_fixed, cfg.omega_fixed)
+    fixed = None if cfg.omega_fixed in (None, "auto") else float(cfg.omega_fixed)  # "auto": unresolved (no LoRA)
+    lo, hi = (cfg.omega_min, cfg.omega_max) if fixed is None else (fixed, fixed)
     omega = sample_omega(global_batch, lo, hi, generator=generator)  # a fixed omega still draws u: same stream
     noise = torch.randn((global_batch, *latent_shape), generator=generator)
     latent_eps = torch.randn((global_batch, *latent_shape), generator=generator)

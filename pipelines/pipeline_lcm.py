@@ -130,6 +130,13 @@ class LCMPipeline(DiffusionPipeline):
     with fresh noise; gamma is the fraction of the noise variance at s that is fresh. (TCD places r = (1 - gamma) s
     in timestep units instead, so the same number is not the same setting.) TCD reports that less fresh noise keeps
     more detail as the number of steps grows; with 1 step gamma has no effect.
+
+    Real CFG and negative prompts (off by default, and then not a single extra operation): ``cfg_scale`` c > 1 runs
+    the consistency model twice per step (one 2x batch: negative / empty prompt and prompt, same omega) and combines
+    its outputs as out_neg + c * (out - out_neg) before the consistency step. ``negative_prompt`` (or
+    ``negative_prompt_embeds``) replaces the empty prompt in that pass. This is guidance on top of the distilled one
+    (stock LatentConsistencyModelPipeline has neither): it doubles the UNet cost per step, and large c pushes the
+    few-step samples off the data manifold faster than it does for the teacher.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -285,6 +292,15 @@ class LCMPipeline(DiffusionPipeline):
         g = kw["guidance_scale"]
         if g is not None and (g != g or g < 1):  # NaN or below 1
             raise ValueError(f"guidance_scale={g} is below 1 (omega = g - 1 < 0); use g >= 1 (1 means no guidance).")
+        c = kw["cfg_scale"]
+        if c != c or c < 1:
+            raise ValueError(f"cfg_scale={c} must be >= 1 (1 = off: no unconditional pass).")
+        negative = kw["negative_prompt"] is not None or kw["negative_prompt_embeds"] is not None
+        if negative and c == 1:
+            raise ValueError("negative_prompt / negative_prompt_embeds only act through real CFG: set cfg_scale > 1 "
+                             "(e.g. 1.5-2 on top of the distilled guidance).")  # fmt: skip
+        if kw["negative_prompt"] is not None and kw["negative_prompt_embeds"] is not None:
+            raise ValueError("Pass at most one of `negative_prompt` or `negative_prompt_embeds`.")
         if not 0.0 <= kw["noise_fraction"] <= 1.0:
             raise ValueError(f"noise_fraction={kw['noise_fraction']} must lie in [0, 1] (0 deterministic, 1 LCM).")
         bad = [k for k in kw["tensor_inputs"] if k not in self._callback_tensor_inputs]
@@ -315,10 +331,13 @@ class LCMPipeline(DiffusionPipeline):
         timesteps: list[int] | None = None,
         guidance_scale: float | None = None,
         noise_fraction: float = 1.0,
+        negative_prompt: str | list[str] | None = None,
+        cfg_scale: float = 1.0,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -329,6 +348,7 @@ class LCMPipeline(DiffusionPipeline):
 
         guidance_scale: diffusers convention (omega = g - 1, see the class docstring); None means 8.5, or "no
         guidance input" for a UNet without the omega embedding. noise_fraction: gamma of the class docstring.
+        cfg_scale, negative_prompt, negative_prompt_embeds: real CFG on the consistency model (class docstring).
         latents: the starting latent at the first timestep (txt2img: the initial noise; img2img: the noised image
         latent), overriding the generator for that draw. callback_on_step_end(pipe, i, t, tensors) may return a dict
         that replaces any of the tensors. Returns StableDiffusionPipelineOutput(images, nsfw_content_detected).
@@ -348,6 +368,9 @@ class LCMPipeline(DiffusionPipeline):
             output_type=output_type,
             noise_fraction=noise_fraction,
             guidance_scale=guidance_scale,
+            cfg_scale=cfg_scale,
+            negative_prompt=negative_prompt,
+            negative_prompt_embeds=negative_prompt_embeds,
             generator=generator,
             latents=latents,
             image=image,
@@ -362,6 +385,18 @@ class LCMPipeline(DiffusionPipeline):
             dtype = self.text_encoder.dtype if self.text_encoder is not None else self.unet.dtype
             prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, 0)
         t_all = torch.tensor(schedule, dtype=torch.long, device=device)
+        do_cfg = cfg_scale > 1
+        if do_cfg:
+            if negative_prompt_embeds is not None:
+                negative = negative_prompt_embeds.to(device=device, dtype=prompt_embeds.dtype)
+                negative = negative.repeat_interleave(total // negative.shape[0], 0)
+            else:
+                neg = "" if negative_prompt is None else negative_prompt
+                neg = [neg] * batch if isinstance(neg, str) else list(neg)
+                if len(neg) != batch:
+                    raise ValueError(f"Got {len(neg)} negative prompts for {batch} prompts; pass one or one each.")
+                negative = self.encode_prompt(neg, device, num_images_per_prompt)
+            unet_embeds = torch.cat([negative, prompt_embeds])
 
         if latents is not None:
             latents = latents.to(device=device, dtype=prompt_embeds.dtype)
@@ -393,14 +428,22 @@ class LCMPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(schedule)) as progress:
             for i, t in enumerate(t_all):
                 latents = latents.to(prompt_embeds.dtype)
-                model_output = self.unet(
-                    latents,
-                    t,
-                    timestep_cond=w_embedding,
-                    encoder_hidden_states=prompt_embeds,
-                    cross_attention_kwargs=cross_attention_kwargs,
-                    return_dict=False,
-                )[0]
+                if do_cfg:  # one 2x forward: [negative; prompt], same omega; combined before the consistency step
+                    w2 = None if w_embedding is None else torch.cat([w_embedding, w_embedding])
+                    out_neg, out_pos = self.unet(torch.cat([latents, latents]), t, timestep_cond=w2,
+                                                 encoder_hidden_states=unet_embeds,
+                                                 cross_attention_kwargs=cross_attention_kwargs,
+                                                 return_dict=False)[0].chunk(2)  # fmt: skip
+                    model_output = out_neg + cfg_scale * (out_pos - out_neg)
+                else:
+                    model_output = self.unet(
+                        latents,
+                        t,
+                        timestep_cond=w_embedding,
+                        encoder_hidden_states=prompt_embeds,
+                        cross_attention_kwargs=cross_attention_kwargs,
+                        return_dict=False,
+                    )[0]
                 t_next = t_all[i + 1] if i + 1 < len(schedule) else None
                 latents, denoised = self.consistency_step(model_output, t, latents, t_next, noise_fraction, generator)
                 if callback_on_step_end is not None:

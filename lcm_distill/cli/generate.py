@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance-scale", type=float, default=None,
         help=f"diffusers guidance_scale g (ω = g - 1); default {DEFAULT_GUIDANCE_SCALE}"
     )
+    p.add_argument("--negative-prompt", default=None, help="what to steer away from (needs --cfg-scale > 1)")
+    p.add_argument("--cfg-scale", type=float, default=1.0,
+                   help="real CFG on the consistency model, 2x UNet cost per step (default 1 = off)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator (default 0)")
     p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's)")
@@ -126,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timesteps=args.timesteps,
             guidance_scale=args.guidance_scale,
             noise_fraction=args.noise_fraction,
+            negative_prompt=args.negative_prompt,
+            cfg_scale=args.cfg_scale,
             num_images_per_prompt=args.num_images,
             generator=torch.Generator(device="cpu").manual_seed(args.seed),
         ).images

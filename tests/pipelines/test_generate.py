@@ -33,11 +33,13 @@ def test_generates_pngs_for_prompts_and_images(lcm_folder, tmp_path, capsys):
 
 def test_seed_reproducible_and_noise_fraction_flag(lcm_folder, tmp_path):
     base = ["--model", str(lcm_folder), "--prompt", "a cat", "--steps", "4"]
-    for name, extra in [("a", []), ("b", []), ("c", ["--seed", "1"]), ("d", ["--noise-fraction", "0"])]:
+    runs = [("a", []), ("b", []), ("c", ["--seed", "1"]), ("d", ["--noise-fraction", "0"]),
+            ("e", ["--negative-prompt", "a dog", "--cfg-scale", "3"])]  # fmt: skip
+    for name, extra in runs:
         assert main([*base, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0
-    a, b, c, d = (pixels(tmp_path / f"{n}.png") for n in "abcd")
+    a, b, c, d, e = (pixels(tmp_path / f"{n}.png") for n in "abcde")
     assert np.abs(a - b).max() <= 1  # separate loads: mmap alignment may flip a rounding, nothing more
-    assert np.abs(a - c).max() > 10 and np.abs(a - d).max() > 10
+    assert np.abs(a - c).max() > 10 and np.abs(a - d).max() > 10 and np.abs(a - e).max() > 2
 
 
 def test_img2img_flags(lcm_folder, tmp_path):
@@ -60,6 +62,8 @@ def test_img2img_flags(lcm_folder, tmp_path):
         (["--timesteps", "999", "500"], "invalid generation settings: timesteps [500] are not on the training grid"),
         (["--image", "/nonexistent.png"], "--image /nonexistent.png: no such file"),
         (["--guidance-scale", "0.5"], "guidance_scale"),
+        (["--negative-prompt", "a dog"], "invalid generation settings: negative_prompt"),
+        (["--cfg-scale", "0.5"], "cfg_scale=0.5"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(lcm_folder, tmp_path, capsys, extra, flag):
