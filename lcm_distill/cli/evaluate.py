@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="inference step counts")
     p.add_argument("--guidance", type=float, nargs="+", default=[9.0],
                    help="diffusers guidance_scale g (omega = g - 1; paper omega=8 -> 9)")
+    p.add_argument("--negative-prompt", default=None, help="one negative prompt for every image (lcm: needs "
+                   "--cfg-scale > 1; teachers: their own CFG)")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="--kind lcm only: real CFG on the consistency model "
+                   "(2x UNet per step; default 1 = off)")
     p.add_argument("--timestep-spacing", default="trailing", choices=TIMESTEP_SPACINGS,
                    help="teacher samplers only")
     p.add_argument("--reference", help="imagefolder (metadata.jsonl with file_name, text) of real images: FID/KID "
@@ -80,6 +84,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError(f"--model {args.model}: not a diffusers pipeline folder (no model_index.json)")
     if any(s < 1 for s in args.steps):
         raise FlagError(f"--steps {args.steps}: every step count must be >= 1")
+    if args.cfg_scale != 1.0 and args.kind != "lcm":
+        raise FlagError(f"--cfg-scale {args.cfg_scale}: only for --kind lcm (teachers use --guidance as their CFG)")
+    if args.cfg_scale < 1:
+        raise FlagError(f"--cfg-scale {args.cfg_scale}: must be >= 1 (1 = off)")
+    if args.negative_prompt is not None and args.kind == "lcm" and args.cfg_scale == 1.0:
+        raise FlagError("--negative-prompt with --kind lcm acts only through real CFG: add --cfg-scale > 1")
     if args.num_images < 1:
         raise FlagError(f"--num-images {args.num_images}: must be >= 1")
     if args.batch_size < 1:
@@ -174,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = load_pipeline(args.model, args.kind, args.device, dtype_from_name(args.dtype, "--dtype"),
                          args.timestep_spacing)
+    call = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
+    call |= {"cfg_scale": args.cfg_scale} if args.cfg_scale != 1.0 else {}
     config = EvalConfig(steps=tuple(args.steps), guidance_scales=tuple(args.guidance), batch_size=args.batch_size,
-                        seed=args.seed, grid_prompts=args.grid_prompts)
+                        seed=args.seed, grid_prompts=args.grid_prompts, call_kwargs=call)
     reference = None if args.reference is None else {
         "path": str(args.reference), "split": args.split, "num_images": len(ref_images)}
     meta = {"model": args.model, "kind": args.kind, "reference": reference,

@@ -93,9 +93,9 @@ def run_evaluation(
     """
     meta = dict(meta or {})
     prompts = list(prompts)
-    mode = guidance_mode(pipe)
+    mode = guidance_mode(pipe) + ("+cfg" if config.call_kwargs.get("cfg_scale", 1.0) > 1 else "")
     guidance_scales = tuple(config.guidance_scales)
-    if mode == "unused" and any(g != 1.0 for g in guidance_scales):
+    if mode == "unused" and any(g != 1.0 for g in guidance_scales):  # (with real CFG, "unused+cfg": g is kept)
         log.warning("%s has no omega input and samples without CFG: guidance_scale %s has no effect; evaluating "
                     "once, recorded at guidance_scale 1", type(pipe.unet).__name__, list(guidance_scales))  # fmt: skip
         guidance_scales = (1.0,)

@@ -57,7 +57,7 @@ class EvalReport:
     schema_version: int = SCHEMA_VERSION
     # how the model uses guidance_scale: "omega-embedded" (LCM student with the omega input: omega = g - 1 embedded),
     # "cfg" (a second, unconditional pass: teachers), "unused" (no omega input and no CFG, e.g. a merged LCM-LoRA:
-    # rows are recorded at g = 1, never at a value the model ignored)
+    # rows are recorded at g = 1, never at a value the model ignored); "+cfg" when real CFG (cfg_scale > 1) was on
     guidance_mode: str = "unknown"
 
     def to_dict(self) -> dict:

@@ -31,7 +31,8 @@ def prompts_file(tmp_path):
      (["--fid-features", "inception"], "--fid-features inception needs --reference"),
      (["--reference", "/nonexistent/ref"], "--reference"),
      (["--guidance", "0.5"], "--guidance"),
-     (["--prompt-accuracy", "testbed", "--testbed-dir", "/nonexistent"], "--testbed-dir")],
+     (["--prompt-accuracy", "testbed", "--testbed-dir", "/nonexistent"], "--testbed-dir"),
+     (["--cfg-scale", "2"], "--cfg-scale 2.0: only for --kind lcm")],
 )
 def test_bad_flags_are_named(sd_dir, prompts_file, tmp_path, capsys, extra, flag):
     argv = ["--model", str(sd_dir), "--kind", "teacher-ddim", "--prompts", str(prompts_file),
@@ -57,3 +58,13 @@ def test_cli_end_to_end_with_prompts(sd_dir, prompts_file, tmp_path, capsys):
     assert len(data["results"]) == 4 and all(r["fid"] is None for r in data["results"])
     assert (out / "quality_vs_steps.png").exists() and (out / "grid_g4.png").exists()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_lcm_negative_prompt_needs_cfg_and_cfg_is_reported(tmp_path, capsys, lcm_dir, prompts_file):
+    argv = ["--model", str(lcm_dir), "--kind", "lcm", "--prompts", str(prompts_file), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--num-images", "2", "--batch-size", "2", "--fid-features", "none",
+            "--prompt-accuracy", "none"]  # fmt: skip
+    assert "add --cfg-scale > 1" in _run_error([*argv, "--negative-prompt", "blue"], capsys)
+    assert main([*argv, "--negative-prompt", "blue", "--cfg-scale", "2"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["guidance_mode"] == "omega-embedded+cfg"
