@@ -45,6 +45,9 @@ class LoRAConfig:
     alpha: int = 64
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    # Adapters plus a trained omega input (time_embedding.cond_proj, model.omega_embed_dim wide): one LoRA for every
+    # guidance strength. The LoRA file alone cannot add the input in stock diffusers; the merged student/ can.
+    omega_conditioned: bool = False
 
 
 @dataclass
@@ -282,7 +285,8 @@ def validate(cfg: Config) -> Config:
         )
     o = cfg.objective
     if o.omega_fixed == "auto":
-        o.omega_fixed = LORA_OMEGA if cfg.model.lora.enabled else None
+        plain_lora = cfg.model.lora.enabled and not cfg.model.lora.omega_conditioned
+        o.omega_fixed = LORA_OMEGA if plain_lora else None
     elif isinstance(o.omega_fixed, str):
         raise ConfigError(f"objective.omega_fixed={o.omega_fixed!r}: give a number, null (omega ~ U[omega_min, "
                           "omega_max]) or auto (fixed 7.5 for LoRA students, the range otherwise).")  # fmt: skip

@@ -164,10 +164,13 @@ def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
             "(objective.omega_fixed sets one)")  # fmt: skip
 
 
-def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float) -> str:
+def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float,
+                     omega_conditioned: bool = False) -> str:  # fmt: skip
     """README.md of an exported LCM-LoRA folder: what to load it into, and how to sample (stock diffusers)."""
     repo = card.repo_id or REPO_PLACEHOLDER
     best = card.recommended_steps[-1]
+    if omega_conditioned:
+        return _render_omega_lora_card(card, num_points, rank, alpha, repo, best)
     front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
              "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
     lines = [
@@ -190,6 +193,70 @@ def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: flo
         f'pipe.load_lora_weights("{repo}")',
         f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0).images[0]",
         "```",
+    ]
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+
+
+OMEGA_INPUT_FILE = "omega_cond_proj.safetensors"  # the trained omega input of an omega-conditioned LoRA
+
+
+def save_omega_input(unet: Any, folder: str | Path, num_points: int) -> Path:
+    """Write the UNet's omega input (time_embedding.cond_proj) beside its LoRA; stock loaders cannot add it."""
+    from safetensors.torch import save_file
+
+    path = Path(folder) / OMEGA_INPUT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weight = unet.time_embedding.cond_proj.weight.detach().float().contiguous().cpu()
+    save_file({"weight": weight}, str(path), metadata={"num_points": str(int(num_points))})
+    return path
+
+
+def load_omega_lora(base: str | Path, lora_folder: str | Path, **from_pretrained: Any):
+    """An LCMPipeline from a base SD pipeline (folder or hub id) and an omega-conditioned LoRA folder: the base UNet
+    gains the saved omega input, then the adapters load with diffusers' load_lora_weights."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    from .models import build_student
+    from .pipelines import LCMPipeline
+
+    path = Path(lora_folder) / OMEGA_INPUT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an omega-conditioned LoRA folder (use load_lora_weights for plain ones).")
+    with safe_open(str(path), "pt") as f:
+        weight, num_points = f.get_tensor("weight"), int(f.metadata()["num_points"])
+    sd = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, **from_pretrained)
+    sd.unet = build_student(sd.unet, weight.shape[1], "zero").to(sd.unet.dtype)
+    with torch.no_grad():
+        sd.unet.time_embedding.cond_proj.weight.copy_(weight)
+    sd.load_lora_weights(lora_folder)
+    return LCMPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                       scheduler=lcm_scheduler(sd.scheduler.config, num_points))  # fmt: skip
+
+
+def _render_omega_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float, repo: str, best: int) -> str:
+    lo, hi = card.omega_range or (0.0, 0.0)
+    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
+             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
+    lines = [
+        f"# {card.model_name or repo.split('/')[-1]}",
+        "",
+        f"An ω-conditioned LCM-LoRA (rank {rank}, alpha {alpha:g}) made with lcm-distill ({card.method}) from "
+        f"`{card.base_model}`: the adapters plus a trained ω input (`{OMEGA_INPUT_FILE}`), so one file serves every "
+        f"guidance_scale in [{lo + 1:g}, {hi + 1:g}] (ω = guidance_scale − 1 embedded, no CFG pass).",
+        "",
+        "Stock `load_lora_weights` cannot add the ω input to a base UNet. Either use the merged `student/` folder of",
+        "the same run (stock `LatentConsistencyModelPipeline`), or, with lcm-distill installed:",
+        "",
+        "```python",
+        "from lcm_distill.export import load_omega_lora",
+        "",
+        f'pipe = load_omega_lora("{card.base_model}", "{repo}")',
+        f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale={card.guidance_scale}).images[0]",
+        "```",
+        "",
+        f"Training grid: N = {num_points}. Data: {card.data_description or ', '.join(card.datasets) or 'not stated'}.",
     ]
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
 

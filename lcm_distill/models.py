@@ -204,13 +204,18 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
     if m.lora.enabled:
         # The base weights are the frozen teacher (adapters off) and frozen in the student: model.frozen_dtype.
         # Only the adapters train, in fp32 (the run's autocast computes in half precision; see config validation).
-        student = _attach_lora(base.to(frozen), m.lora)
-        base.requires_grad_(False)
-        for name, p in student.named_parameters():
-            p.requires_grad_("lora_" in name)
-            if "lora_" in name:
-                p.data = p.data.float()
         omega_dim = None
+        if m.lora.omega_conditioned and base.config.time_cond_proj_dim is None:
+            omega_dim = m.omega_embed_dim  # the base gains a cond_proj; adapters off and no omega = the teacher
+            base = build_student(base, omega_dim, m.cond_proj_init, seed)
+        elif m.lora.omega_conditioned:
+            omega_dim = base.config.time_cond_proj_dim
+        student = _attach_lora(base.to(frozen), m.lora)
+        student.requires_grad_(False)
+        for name, p in student.named_parameters():
+            if "lora_" in name or (omega_dim is not None and "time_embedding.cond_proj" in name):
+                p.requires_grad_(True)
+                p.data = p.data.float()
     elif not with_teacher and m.student:
         student = base.float()
         omega_dim = student.config.time_cond_proj_dim

@@ -115,10 +115,11 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
         unet = student
         if models.lora:
             written["lora"] = layout.export("lora")
-            unet = _save_lora_and_merge(student, written["lora"])
+            unet = _save_lora_and_merge(student, written["lora"], cfg.objective.num_points)
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
             lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
-                                         cfg.model.lora.rank, cfg.model.lora.alpha)  # fmt: skip
+                                         cfg.model.lora.rank, cfg.model.lora.alpha,
+                                         omega_conditioned=models.omega_dim is not None)  # fmt: skip
             (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
         common = dict(
             vae=models.vae,
@@ -141,8 +142,13 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
     return written
 
 
-def _save_lora_and_merge(unet, folder: Path):
-    """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights``; return a merged plain UNet copy."""
+def _save_lora_and_merge(unet, folder: Path, num_points: int):
+    """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights`` (and, for an omega-conditioned
+    LoRA, its trained omega input beside them, see export.load_omega_lora); return a merged plain UNet copy."""
+    from ..export import save_omega_input
+
+    if unet.config.get("time_cond_proj_dim") is not None:
+        save_omega_input(unet, folder, num_points)
     from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 

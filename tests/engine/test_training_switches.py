@@ -131,3 +131,39 @@ def test_lora_base_weights_follow_frozen_dtype_and_adapters_stay_fp32(make_cfg):
 
     merged = UNet2DConditionModel.from_pretrained(result.output_dir / "student", subfolder="unet")
     assert {p.dtype for p in merged.parameters()} == {torch.float32}
+
+
+def test_omega_conditioned_lora_trains_adapters_and_an_omega_input(make_cfg, teacher_dirs):
+    """model.lora.omega_conditioned: adapters + trained cond_proj; the teacher is the base (adapters off, no omega);
+    student/ loads in stock LatentConsistencyModelPipeline and base + lora/ via export.load_omega_lora matches it."""
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+
+    from lcm_distill.engine import load_run_models
+    from lcm_distill.export import load_omega_lora
+
+    cfg = make_cfg("model.lora.enabled=true", "model.lora.omega_conditioned=true", "model.lora.rank=4",
+                   "model.lora.alpha=8", "train.ema_decay=0", "train.export=true", "optim.learning_rate=1e-2",
+                   "model.cond_proj_init=random")  # fmt: skip
+    assert cfg.objective.omega_fixed is None  # auto: the omega range, the student can be told omega
+    models = load_run_models(cfg)
+    assert models.omega_dim == 32
+    trainable = {n.split(".")[0] + ("/lora" if "lora_" in n else "/cond_proj")
+                 for n, p in models.student.named_parameters() if p.requires_grad}  # fmt: skip
+    assert "time_embedding/cond_proj" in trainable and all(t.endswith(("/lora", "/cond_proj")) for t in trainable)
+    x, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([500]), torch.randn(1, 77, 32)
+    plain = UNet2DConditionModel.from_pretrained(teacher_dirs["epsilon"], subfolder="unet")
+    with torch.no_grad(), models.teacher_unet() as teacher:
+        torch.testing.assert_close(teacher(x, t, encoder_hidden_states=ctx).sample,
+                                   plain(x, t, encoder_hidden_states=ctx).sample, atol=1e-5, rtol=0)  # fmt: skip
+    out = train(cfg).output_dir
+    merged = DiffusionPipeline.from_pretrained(out / "student")
+    assert type(merged).__name__ == "LatentConsistencyModelPipeline"
+    ours = load_omega_lora(teacher_dirs["epsilon"], out / "lora")
+    ours.set_progress_bar_config(disable=True)
+    merged.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=2, height=16, width=16, output_type="np")
+    a = merged("a red square", guidance_scale=4.0, generator=torch.Generator().manual_seed(0), **kw).images
+    b = ours("a red square", guidance_scale=4.0, generator=torch.Generator().manual_seed(0), **kw).images
+    c = ours("a red square", guidance_scale=12.0, generator=torch.Generator().manual_seed(0), **kw).images
+    assert abs(a - b).max() < 1e-4 and abs(b - c).max() > 1e-4  # one file, guidance still acts
+    assert "load_omega_lora" in (out / "lora" / "README.md").read_text()
