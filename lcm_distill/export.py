@@ -152,6 +152,13 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
 
 
+def _lora_card_text(card: ModelCardInfo, lines: list[str]) -> str:
+    """Front matter of every LoRA card + the body lines."""
+    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
+             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+
+
 def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
     """What guidance a UNet without the ω input learnt from its teacher's targets."""
     if omega_range is None:
@@ -171,8 +178,6 @@ def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: flo
     best = card.recommended_steps[-1]
     if omega_conditioned:
         return _render_omega_lora_card(card, num_points, rank, alpha, repo, best)
-    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
-             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
     lines = [
         f"# {card.model_name or repo.split('/')[-1]}",
         "",
@@ -194,7 +199,7 @@ def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: flo
         f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0).images[0]",
         "```",
     ]
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+    return _lora_card_text(card, lines)
 
 
 OMEGA_INPUT_FILE = "omega_cond_proj.safetensors"  # the trained omega input of an omega-conditioned LoRA
@@ -237,8 +242,6 @@ def load_omega_lora(base: str | Path, lora_folder: str | Path, **from_pretrained
 
 def _render_omega_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float, repo: str, best: int) -> str:
     lo, hi = card.omega_range or (0.0, 0.0)
-    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
-             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
     lines = [
         f"# {card.model_name or repo.split('/')[-1]}",
         "",
@@ -258,7 +261,7 @@ def _render_omega_lora_card(card: ModelCardInfo, num_points: int, rank: int, alp
         "",
         f"Training grid: N = {num_points}. Data: {card.data_description or ', '.join(card.datasets) or 'not stated'}.",
     ]
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+    return _lora_card_text(card, lines)
 
 
 def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
