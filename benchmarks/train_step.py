@@ -43,8 +43,12 @@ SWITCHES = {  # row name -> config overrides that turn the switch on
     "fused_ema": ["train.ema_impl=foreach"],
     "compile": ["model.compile=true", "model.compile_backend={backend}"],
 }
+SPEED_SWITCHES = list(SWITCHES)  # what "all" turns on
+# Not a speed switch but a mode whose memory users ask about: LCM-LoRA (adapters only train; the base UNet is the
+# teacher). Compare rows "lora" and "lora+frozen_bf16" (base weights fp32 vs model.frozen_dtype=bf16).
+SWITCHES["lora"] = ["model.lora.enabled=true", "train.ema_decay=0"]
 OFF = ["model.frozen_dtype=fp32", "train.ema_impl=loop", "model.compile=false"]
-ROWS = ["baseline", *SWITCHES, "all"]
+ROWS = ["baseline", *SPEED_SWITCHES, "all"]
 
 PRESETS = {
     "tiny": {"resolution": 16, "batch_size": 8, "mixed_precision": "no", "checkpointing": False},
@@ -115,7 +119,7 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
 
 def switches_of(row: str) -> list[str]:
     """'baseline' -> none, 'all' -> every switch, 'cache+fused_ema' -> those two."""
-    return list(SWITCHES) if row == "all" else [] if row == "baseline" else row.split("+")
+    return list(SPEED_SWITCHES) if row == "all" else [] if row == "baseline" else row.split("+")
 
 
 def row_overrides(row: str, cache: str, backend: str) -> list[str]:

@@ -35,6 +35,8 @@ def test_rows_turn_on_exactly_their_switches(bench):
     effective = dict(o.split("=", 1) for o in bench.row_overrides("all", "/c", "aot_eager"))  # later ones win
     assert effective == {"data.cache_dir": "/c", "model.frozen_dtype": "bf16", "train.ema_impl": "foreach",
                          "model.compile": "true", "model.compile_backend": "aot_eager"}  # fmt: skip
+    lora = dict(o.split("=", 1) for o in bench.row_overrides("lora+frozen_bf16", "/c", "inductor"))
+    assert lora["model.lora.enabled"] == "true" and lora["model.frozen_dtype"] == "bf16"  # LoRA is not in "all"
 
 
 def test_tiny_preset_measures_a_step(bench, tmp_path):
