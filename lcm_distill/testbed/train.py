@@ -194,8 +194,12 @@ def train_teacher(
     data: DigitsSplit,
     cfg: TeacherTrainConfig | None = None,
     progress: Callable | None = None,
+    init_unet: nn.Module | None = None,
 ):
-    """Train a teacher UNet (and, if asked, the text encoder); returns their EMA copies (eval mode, no grad)."""
+    """Train a teacher UNet (and, if asked, the text encoder); returns their EMA copies (eval mode, no grad).
+
+    ``init_unet``: fine-tune a copy of this UNet instead of a fresh one (a derivative of a teacher in another style,
+    for the LCM-LoRA universality benchmark); cfg.arch is then ignored."""
     cfg = cfg or TeacherTrainConfig()
     schedule = NoiseSchedule.from_config(scheduler_config, cfg.prediction_type)
     mean, std = encode_posterior(vae, data.images)
@@ -205,7 +209,8 @@ def train_teacher(
     caption_idx = torch.tensor([prompts.index(c) for c in data.captions])
     uncond = len(prompts)
 
-    unet = build_unet(cfg.arch, seed=cfg.seed).train()
+    unet = (copy.deepcopy(init_unet).float() if init_unet is not None else build_unet(cfg.arch, seed=cfg.seed)).train()
+    unet.requires_grad_(True)
     text_encoder = copy.deepcopy(text_encoder).requires_grad_(cfg.train_text_encoder).train(cfg.train_text_encoder)
     trained = [unet, text_encoder] if cfg.train_text_encoder else [unet]
     emas = [copy.deepcopy(m).eval().requires_grad_(False) for m in trained]

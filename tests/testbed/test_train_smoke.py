@@ -44,6 +44,13 @@ def test_train_vae_and_teacher_smoke(small, tmp_path, prediction_type):
     assert not unet.training and not any(p.requires_grad for p in text_out.parameters())
     assert not torch.equal(text_out.get_input_embeddings().weight, before)  # trained jointly
     assert torch.equal(text.get_input_embeddings().weight, before)  # caller's copy untouched
+    tuned, _ = train_teacher(vae, text_out, tok, tiny_scheduler_config(prediction_type), small,
+                             TeacherTrainConfig(prediction_type=prediction_type, steps=2, batch_size=8, warmup=1,
+                                                ema_decay=0.5, train_text_encoder=False), init_unet=unet)  # fmt: skip
+    start = dict(unet.named_parameters())
+    moved = max((p - start[n]).abs().max().item() for n, p in tuned.named_parameters())
+    assert 0 < moved < 1.0 and tuned.config == unet.config  # fine-tuned from it, not rebuilt
+    assert not any(p.requires_grad for p in unet.parameters())  # the caller's UNet untouched
 
 
 def test_train_classifier_smoke(small):
