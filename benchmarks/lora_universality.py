@@ -24,13 +24,39 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def evaluate(model: Path, kind: str, steps: list[int], out: Path, args) -> dict[int, float]:
+def evaluate(model: Path, kind: str, steps: list[int], out: Path, args, reference: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", kind, "--steps",
-           *map(str, steps), "--guidance", "4", "--reference", str(args.data), "--fid-features", "testbed",
+           *map(str, steps), "--guidance", "4", "--reference", str(reference or args.data), "--fid-features", "testbed",
            "--prompt-accuracy", "none", "--num-images", str(args.num_images), "--batch-size", "50", "--seed", "0",
            "--threads", "2", "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return {r["steps"]: r["fid"] for r in json.loads((out / "report.json").read_text())["results"]}
+
+
+def ddim50_reference(derivative: Path, data: Path, out: Path, num: int) -> Path:
+    """An imagefolder of the derivative's own 50-step DDIM samples (g = 4) for the test captions: the reference the
+    LCM-LoRA report compares against. Seeds 10000+ so they are not the evaluated samples' noise."""
+    import numpy as np
+    from PIL import Image
+
+    from lcm_distill.evaluation.generation import generate, load_pipeline
+    from lcm_distill.evaluation.harness import select_prompts
+    from lcm_distill.testbed.digits import read_imagefolder
+
+    folder = out / "test"
+    if (folder / "metadata.jsonl").is_file():
+        return out
+    _, captions = read_imagefolder(data, "test")
+    prompts = select_prompts(captions, num)
+    images = generate(load_pipeline(str(derivative), "teacher-ddim"), prompts, 50, 4.0, seed=10_000, batch_size=50)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (img, caption) in enumerate(zip(images, prompts, strict=True)):
+        name = f"{i:05d}.png"
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / name)
+        rows.append(json.dumps({"file_name": name, "text": caption}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"derivative, DDIM (g = 4)": ddim}
     for name, folder in merged.items():
         rows[name] = evaluate(folder, "lcm", [1, 2, 4], args.out / f"eval-{folder.name}", args)
+    reference = ddim50_reference(derivative, args.data, args.out / "ddim50-reference", args.num_images)
+    vs_ddim = {name: evaluate(folder, "lcm", [1, 2, 4], args.out / f"eval50-{folder.name}", args, reference)
+               for name, folder in merged.items()}  # fmt: skip
+    own = evaluate(derivative, "teacher-ddim", [1, 2, 4], args.out / "eval50-ddim", args, reference)
+    vs_ddim["derivative, DDIM (g = 4)"] = own
     print(f"FID vs the inverted-style test split ({args.num_images} images, testbed features, seed 0); "
           f"derivative = teacher-v fine-tuned {args.finetune_steps} steps on the inverted style")
     print("| model | 1 step | 2 steps | 4 steps | 50 steps |\n|---|---|---|---|---|")
     for name, fids in rows.items():
         print(f"| {name} | " + " | ".join(f"{fids[s]:.2f}" if s in fids else "-" for s in (1, 2, 4, 50)) + " |")
+    print(f"\nFID vs the derivative's own 50-step DDIM samples ({args.num_images} images, other seeds)")
+    print("| model | 1 step | 2 steps | 4 steps |\n|---|---|---|---|")
+    for name, fids in vs_ddim.items():
+        print(f"| {name} | " + " | ".join(f"{fids[s]:.2f}" for s in (1, 2, 4)) + " |")
     return 0
 
 
