@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps
+from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
 
 
 class ConfigError(ValueError):
@@ -111,6 +111,13 @@ class ObjectiveConfig:
     loss: str = "l2"  # l2 | huber | l1
     huber_c: float = 0.001
 
+    @property
+    def omega_range(self) -> tuple[float, float]:
+        """(lo, hi) that training draws omega from: (omega_fixed, omega_fixed) when fixed, else the range
+        ("auto" left unresolved - an ObjectiveConfig built without load_config - means the range)."""
+        fixed = self.omega_fixed
+        return (self.omega_min, self.omega_max) if fixed in (None, "auto") else (float(fixed), float(fixed))
+
 
 @dataclass
 class OptimConfig:
@@ -183,7 +190,9 @@ CHOICES = {
     "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
                            "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
 }
-LORA_OMEGA = 7.5  # objective.omega_fixed "auto" for LoRA students (LCM-LoRA technical report: fixed omega 7.5)
+# objective.omega_fixed "auto" for LoRA students: the omega of diffusers' default guidance_scale 8.5, which is also
+# the LCM-LoRA technical report's fixed omega 7.5
+LORA_OMEGA = omega_from_guidance_scale(DEFAULT_GUIDANCE_SCALE)
 OMEGA_LIMIT = 50.0  # objective.omega_max above this is a typo (the paper trains omega in [2, 14], diffusers [5, 15])
 
 POSITIVE = (
@@ -289,10 +298,11 @@ def validate(cfg: Config) -> Config:
         o.omega_fixed = LORA_OMEGA if plain_lora else None
     elif isinstance(o.omega_fixed, str):
         raise ConfigError(f"objective.omega_fixed={o.omega_fixed!r}: give a number, null (omega ~ U[omega_min, "
-                          "omega_max]) or auto (fixed 7.5 for LoRA students, the range otherwise).")  # fmt: skip
+                          f"omega_max]) or auto (fixed {LORA_OMEGA:g} for LoRA students, the range "
+                          "otherwise).")  # fmt: skip
     elif o.omega_fixed is not None and not 0 <= o.omega_fixed <= OMEGA_LIMIT:
         raise ConfigError(f"objective.omega_fixed={o.omega_fixed} must lie in [0, {OMEGA_LIMIT:g}] (guidance_scale "
-                          "omega + 1; the LCM-LoRA report distils 7.5).")  # fmt: skip
+                          f"omega + 1; the LCM-LoRA report distils {LORA_OMEGA:g}).")  # fmt: skip
     if cfg.objective.omega_min > cfg.objective.omega_max:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."

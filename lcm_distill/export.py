@@ -30,7 +30,13 @@ from typing import Any
 
 import yaml
 
-from .functional import DEFAULT_GUIDANCE_SCALE, SkippingGrid, num_train_timesteps, omega_from_guidance_scale
+from .functional import (
+    DEFAULT_GUIDANCE_SCALE,
+    SkippingGrid,
+    guidance_scale_from_omega,
+    num_train_timesteps,
+    omega_from_guidance_scale,
+)
 
 METHODS = {
     "LCD": "Latent Consistency Distillation (LCM paper, Algorithm 1): the student learns to map any point of the "
@@ -96,7 +102,8 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         )
         if card.omega_range is not None:
             lo, hi = card.omega_range
-            guidance += f"; trained on ω ∈ [{lo:g}, {hi:g}], i.e. guidance_scale ∈ [{lo + 1:g}, {hi + 1:g}]"
+            g_lo, g_hi = guidance_scale_from_omega(lo), guidance_scale_from_omega(hi)
+            guidance += f"; trained on ω ∈ [{lo:g}, {hi:g}], i.e. guidance_scale ∈ [{g_lo:g}, {g_hi:g}]"
         call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale={card.guidance_scale})"
     else:
         guidance = (
@@ -105,7 +112,6 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         )
         call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0)"
     stock_class = "LatentConsistencyModelPipeline" if has_omega_embedding else "StableDiffusionPipeline + LCMScheduler"
-    stock_note = ""
     lines = [
         f"# {card.model_name or repo.split('/')[-1]}",
         "",
@@ -123,7 +129,7 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         f"- **Recommended guidance**: {guidance}",
         f"- **License**: {card.license}",
         "",
-        "## Use with stock diffusers" + stock_note,
+        "## Use with stock diffusers",
         "",
         "```python",
         "from diffusers import DiffusionPipeline",
@@ -149,14 +155,19 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
     ]
     if card.notes:
         lines += ["", card.notes]
+    return _card_text(front, lines)
+
+
+def _card_text(front: dict, lines: list[str]) -> str:
+    """A model card: YAML front matter for the Hub, then the body lines."""
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
 
 
 def _lora_card_text(card: ModelCardInfo, lines: list[str]) -> str:
-    """Front matter of every LoRA card + the body lines."""
+    """Every LoRA card's front matter + the body lines."""
     front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
              "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+    return _card_text(front, lines)
 
 
 def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
@@ -165,7 +176,8 @@ def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
         return "the guidance it was distilled with is not recorded"
     lo, hi = omega_range
     if lo == hi:
-        return (f"the teacher's guidance ω = {lo:g} (diffusers guidance_scale {lo + 1:g}) is distilled into the "
+        return (f"the teacher's guidance ω = {lo:g} (diffusers guidance_scale {guidance_scale_from_omega(lo):g}) is "
+                "distilled into the "
                 "weights")  # fmt: skip
     return (f"it was distilled over ω ∈ [{lo:g}, {hi:g}] and draws an average of those guidance strengths "
             "(objective.omega_fixed sets one)")  # fmt: skip
@@ -247,7 +259,8 @@ def _render_omega_lora_card(card: ModelCardInfo, num_points: int, rank: int, alp
         "",
         f"An ω-conditioned LCM-LoRA (rank {rank}, alpha {alpha:g}) made with lcm-distill ({card.method}) from "
         f"`{card.base_model}`: the adapters plus a trained ω input (`{OMEGA_INPUT_FILE}`), so one file serves every "
-        f"guidance_scale in [{lo + 1:g}, {hi + 1:g}] (ω = guidance_scale − 1 embedded, no CFG pass).",
+        f"guidance_scale in [{guidance_scale_from_omega(lo):g}, {guidance_scale_from_omega(hi):g}] (ω = "
+        "guidance_scale − 1 embedded, no CFG pass).",
         "",
         "Stock `load_lora_weights` cannot add the ω input to a base UNet. Either use the merged `student/` folder of",
         "the same run (stock `LatentConsistencyModelPipeline`), or, with lcm-distill installed:",

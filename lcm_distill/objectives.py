@@ -65,9 +65,7 @@ def draw_step_noise(
 ) -> StepNoise:
     """Draw (t_{n+k}, t_n), omega and the two noises for the whole global micro-batch, on CPU in fp32."""
     start, end = grid.sample_pairs(global_batch, generator=generator)
-    fixed = None if cfg.omega_fixed in (None, "auto") else float(cfg.omega_fixed)  # "auto": unresolved (no LoRA)
-    lo, hi = (cfg.omega_min, cfg.omega_max) if fixed is None else (fixed, fixed)
-    omega = sample_omega(global_batch, lo, hi, generator=generator)  # a fixed omega still draws u: same stream
+    omega = sample_omega(global_batch, *cfg.omega_range, generator=generator)  # fixed omega: same random stream
     noise = torch.randn((global_batch, *latent_shape), generator=generator)
     latent_eps = torch.randn((global_batch, *latent_shape), generator=generator)
     return StepNoise(start, end, omega, noise, latent_eps)

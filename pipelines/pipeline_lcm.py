@@ -396,7 +396,6 @@ class LCMPipeline(DiffusionPipeline):
                 if len(neg) != batch:
                     raise ValueError(f"Got {len(neg)} negative prompts for {batch} prompts; pass one or one each.")
                 negative = self.encode_prompt(neg, device, num_images_per_prompt)
-            unet_embeds = torch.cat([negative, prompt_embeds])
 
         if latents is not None:
             latents = latents.to(device=device, dtype=prompt_embeds.dtype)
@@ -428,22 +427,21 @@ class LCMPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(schedule)) as progress:
             for i, t in enumerate(t_all):
                 latents = latents.to(prompt_embeds.dtype)
-                if do_cfg:  # one 2x forward: [negative; prompt], same omega; combined before the consistency step
-                    w2 = None if w_embedding is None else torch.cat([w_embedding, w_embedding])
-                    out_neg, out_pos = self.unet(torch.cat([latents, latents]), t, timestep_cond=w2,
-                                                 encoder_hidden_states=unet_embeds,
-                                                 cross_attention_kwargs=cross_attention_kwargs,
-                                                 return_dict=False)[0].chunk(2)  # fmt: skip
+                x, w, embeds = latents, w_embedding, prompt_embeds
+                if do_cfg:  # one 2x forward: [negative; prompt] at the same omega (built per step: the callback may
+                    x, embeds = torch.cat([x, x]), torch.cat([negative, embeds])  # replace prompt_embeds / w)
+                    w = None if w is None else torch.cat([w, w])
+                model_output = self.unet(
+                    x,
+                    t,
+                    timestep_cond=w,
+                    encoder_hidden_states=embeds,
+                    cross_attention_kwargs=cross_attention_kwargs,
+                    return_dict=False,
+                )[0]
+                if do_cfg:  # combined before the consistency step
+                    out_neg, out_pos = model_output.chunk(2)
                     model_output = out_neg + cfg_scale * (out_pos - out_neg)
-                else:
-                    model_output = self.unet(
-                        latents,
-                        t,
-                        timestep_cond=w_embedding,
-                        encoder_hidden_states=prompt_embeds,
-                        cross_attention_kwargs=cross_attention_kwargs,
-                        return_dict=False,
-                    )[0]
                 t_next = t_all[i + 1] if i + 1 < len(schedule) else None
                 latents, denoised = self.consistency_step(model_output, t, latents, t_next, noise_fraction, generator)
                 if callback_on_step_end is not None:

@@ -19,10 +19,10 @@ logger = logging.getLogger(__name__)
 CACHED_KEYS = ("latent_mean", "latent_std", "prompt_embeds")  # samples of the latent cache (data.cache_dir)
 
 
-
 class DataError(ValueError):
     """The data source delivers nothing readable (every sample unreadable, filtered out, or no shard at all). A
     ValueError for older callers; the engine reports it apart from non-finite losses, which it is not."""
+
 
 class Sample(TypedDict, total=False):
     pixel_values: Tensor  # (3, R, R) in [-1, 1]

@@ -97,8 +97,7 @@ def _card(cfg: Config, method: str):
         method=method,
         data_description=cfg.data.dataset,
         guidance_scale=cfg.train.validation_guidance_scale,
-        omega_range=(cfg.objective.omega_min, cfg.objective.omega_max) if cfg.objective.omega_fixed is None
-        else (cfg.objective.omega_fixed, cfg.objective.omega_fixed),
+        omega_range=cfg.objective.omega_range,
         solver=cfg.objective.solver if method == "LCD" else None,
     )
 
@@ -145,13 +144,13 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
 def _save_lora_and_merge(unet, folder: Path, num_points: int):
     """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights`` (and, for an omega-conditioned
     LoRA, its trained omega input beside them, see export.load_omega_lora); return a merged plain UNet copy."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
     from ..export import save_omega_input
 
     if unet.config.get("time_cond_proj_dim") is not None:
         save_omega_input(unet, folder, num_points)
-    from diffusers import StableDiffusionPipeline
-    from peft.utils import get_peft_model_state_dict
-
     state = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B): what load_lora_weights reads back
     # The adapter config (rank, lora_alpha, targets) goes into the safetensors header: without it stock loaders assume
     # alpha = rank and apply the LoRA at rank/alpha times its trained strength.
