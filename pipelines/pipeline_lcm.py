@@ -406,7 +406,8 @@ class LCMPipeline(DiffusionPipeline):
             latents = latents * self.scheduler.init_noise_sigma
         else:
             pixels = self.image_processor.preprocess(image, height=height, width=width)
-            x0 = self._encode_image(pixels.to(device=device, dtype=prompt_embeds.dtype), total, generator)
+            x0 = self._encode_image(pixels.to(device=device, dtype=self.vae.dtype), total, generator)
+            x0 = x0.to(prompt_embeds.dtype)
             noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
             latents = self.scheduler.add_noise(x0, noise, t_all[:1])
 
@@ -431,14 +432,16 @@ class LCMPipeline(DiffusionPipeline):
                 if do_cfg:  # one 2x forward: [negative; prompt] at the same omega (built per step: the callback may
                     x, embeds = torch.cat([x, x]), torch.cat([negative, embeds])  # replace prompt_embeds / w)
                     w = None if w is None else torch.cat([w, w])
+                # Components may differ in dtype (an fp32 UNet beside a bf16 text encoder / VAE, as in training's
+                # validation with model.frozen_dtype=bf16): each network gets inputs in its own dtype.
                 model_output = self.unet(
-                    x,
+                    x.to(self.unet.dtype),
                     t,
-                    timestep_cond=w,
-                    encoder_hidden_states=embeds,
+                    timestep_cond=None if w is None else w.to(self.unet.dtype),
+                    encoder_hidden_states=embeds.to(self.unet.dtype),
                     cross_attention_kwargs=cross_attention_kwargs,
                     return_dict=False,
-                )[0]
+                )[0].to(latents.dtype)
                 if do_cfg:  # combined before the consistency step
                     out_neg, out_pos = model_output.chunk(2)
                     model_output = out_neg + cfg_scale * (out_pos - out_neg)
@@ -458,7 +461,9 @@ class LCMPipeline(DiffusionPipeline):
         if output_type == "latent":
             images = denoised
         else:
-            decoded = self.vae.decode(denoised / self.vae.config.scaling_factor, return_dict=False)[0]
+            scaled = (denoised / self.vae.config.scaling_factor).to(self.vae.dtype)
+            decoded = self.vae.decode(scaled, return_dict=False)[0]
+            decoded = decoded.to(prompt_embeds.dtype)
             decoded, nsfw = self.run_safety_checker(decoded, device, prompt_embeds.dtype)
             denorm = [True] * decoded.shape[0] if nsfw is None else [not flag for flag in nsfw]
             images = self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denorm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..config import ConfigError, load_config
@@ -28,6 +29,14 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check everything that needs no weights (paths, columns, output folder, resume), print the "
                    "resolved config and exit")  # fmt: skip
+    plan = p.add_argument_group("memory plan (printed by --dry-run; lcm_distill/engine/memory.py)")
+    plan.add_argument("--gpu-gb", type=float, default=80.0, metavar="GB",
+                      help="memory of one GPU to check the plan against (default 80; 0: print the estimate only)")
+    plan.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="training processes (GPUs) in all; default: $WORLD_SIZE, else 1")
+    plan.add_argument("--zero2", action="store_true",
+                      help="plan for DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml): gradients and "
+                      "optimiser states sharded over the processes")  # fmt: skip
     p.add_argument(
         "--resume",
         default=None,
@@ -49,6 +58,22 @@ def parse_run(argv: list[str], kind: str | None, prog: str):
     return args, cfg
 
 
+def memory_plan(cfg, args: argparse.Namespace) -> str:
+    """The --dry-run memory plan as '# ' comment lines (the resolved YAML above it stays loadable)."""
+    from ..engine.memory import estimate
+
+    processes = int(os.environ.get("WORLD_SIZE", "1")) if args.num_processes is None else args.num_processes
+    if processes < 1:
+        raise ConfigError(f"--num-processes={processes}: must be at least 1.")
+    if args.zero2 and processes == 1:
+        print("warning: --zero2 with one process shards nothing; pass --num-processes", file=sys.stderr)
+    try:
+        plan = estimate(cfg, processes=processes, zero2=args.zero2, device_gib=args.gpu_gb or None)
+    except FileNotFoundError as err:
+        return f"# memory plan: not available ({err})"
+    return "\n".join(f"# {line}" for line in plan.render().splitlines())
+
+
 def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lcm-distill-train") -> int:
     args = build_parser(prog, kind).parse_args(argv)
     try:
@@ -65,10 +90,16 @@ def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lc
 
     try:
         if args.dry_run:
-            plan = preflight(cfg, args.resume, args.overwrite, dry_run=True)
+            memory = memory_plan(cfg, args)
+            try:
+                plan = preflight(cfg, args.resume, args.overwrite, dry_run=True)
+            except ConfigError:
+                print(memory)  # the plan needs only the network configs, so it is shown even when a check fails
+                raise
             print(cfg.to_yaml(), end="")
             print(f"# dry run: checks passed; resume from {plan.checkpoint or 'nothing (a new run)'}"
                   + "".join(f"\n# {note}" for note in plan.notes))  # fmt: skip
+            print(memory)
             return 0
         result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except ConfigError as err:  # every up-front check (engine/preflight.py) names the key or file at fault

@@ -60,15 +60,17 @@ def write_clip_tokenizer_files(out_dir: str | Path, num_merges: int = FULL_MERGE
     return vocab_file, merges_file
 
 
-def build_clip_tokenizer(out_dir: str | Path, num_merges: int = FULL_MERGES):
-    """A transformers CLIPTokenizer (max length 77, pad = eos as in SD 1.x) built from the offline files."""
+def build_clip_tokenizer(out_dir: str | Path, num_merges: int = FULL_MERGES, pad_token: str | None = None):
+    """A transformers CLIPTokenizer (max length 77) built from the offline files. Padding: eos as in SD 1.x, or
+    ``pad_token`` (SD 2.x pads with ``!``, id 0, as OpenCLIP does)."""
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = write_clip_tokenizer_files(out_dir, num_merges)
     vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
     lines = merges_file.read_text(encoding="utf-8").split("\n")[1:]
     merges = [tuple(line.split()) for line in lines if line]
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    extra = {"pad_token": pad_token} if pad_token else {}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, **extra)
 
 
 def vocab_size(num_merges: int) -> int:

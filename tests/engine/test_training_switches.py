@@ -40,6 +40,22 @@ def test_separate_vae_tensorboard_and_periodic_validation(make_cfg, teacher_dirs
     assert {p.name for p in (out / "validation").iterdir()} >= {"step-00000001-student.png", "step-00000002-target.png"}
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_frozen_bf16_run_validates_and_exports(make_cfg, lora):
+    """Validation samples with an fp32 student beside a bf16 VAE / text encoder (found by the SD-2.1 scale
+    rehearsal: the pipeline fed bf16 embeddings to the fp32 UNet and crashed after training)."""
+    import numpy as np
+    from PIL import Image
+
+    extra = ("model.lora.enabled=true", "train.ema_decay=0", "train.mixed_precision=bf16") if lora else ()
+    cfg = make_cfg("model.frozen_dtype=bf16", "train.validation_prompts=['a red square']",
+                   "train.validation_steps=[1,2]", "train.export=true", *extra)  # fmt: skip
+    out = train(cfg).output_dir
+    grids = sorted((out / "validation").iterdir())
+    assert grids and all(np.asarray(Image.open(g)).std() > 0 for g in grids)
+    assert (out / "student" / "model_index.json").is_file()
+
+
 def test_8bit_adam_without_bitsandbytes_says_what_to_install(make_cfg):
     try:
         import bitsandbytes  # noqa: F401

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Every shipped SD-2.1 recipe, run on its own YAML at SD 2.1's true shapes (random weights), on this machine.
+
+    python benchmarks/scale_rehearsal.py [--recipes lcd_sd21_base_512,lcf_pokemon] [--publish]
+
+For each recipe: the random-weight SD 2.1 / 2.1-base folder of lcm_distill.testing.sd21 (parameter counts asserted)
+stands in for the Hub teacher, a small captioned image folder (or webdataset shards) at the recipe's resolution for
+its data, and train_lcd.py / train_lcf.py runs the recipe file itself with only the overrides in COMMON (batch 1,
+2 optimiser steps, where the outputs go, one validation prompt) plus the recipe's entry in NEEDED, each with its
+reason. LCF recipes start from the export of the LCD rehearsal they name (model.student), as a user's would. Then the
+exported folder is reloaded in a fresh process with stock diffusers only (LatentConsistencyModelPipeline, or
+StableDiffusionPipeline + LCMScheduler + load_lora_weights for the LoRA) and samples one image with one step.
+
+Reported per recipe: the losses (finite?), s/step (the second step: the first one warms up), the process's peak RSS
+(os.wait4; includes Python, the libraries and load transients), the memory planner's estimate for the same config
+on this host (lcm_distill.engine.memory), and the reload result. Each recipe's row is kept in
+OUT/<recipe>/rehearsal.json, so a second call runs only what is missing (--force: everything again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_runner import publish  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
+# recipe -> its teacher variant (LCD) or the LCD rehearsal and exported folder it starts from (LCF)
+RECIPES: dict[str, dict] = {
+    "lcd_sd21_base_512": {"variant": "sd21-base"},
+    "lcd_sd21_768": {"variant": "sd21"},
+    "lcd_sd21_base_lora": {"variant": "sd21-base"},
+    "lcf_pokemon": {"start": ("lcd_sd21_base_512", "target")},
+    "lcf_simpsons": {"start": ("lcd_sd21_base_512", "target")},
+    "lcf_pokemon_lora": {"start": ("lcd_sd21_base_lora", "student")},
+    "lcf_simpsons_lora": {"start": ("lcd_sd21_base_lora", "student")},
+}
+COMMON = [  # what every rehearsal changes, and nothing about the method
+    "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_train_steps=2",
+    "train.checkpoint_every=2", "train.checkpoints_keep=1", "train.validation_every=0", "train.log_every=1",
+    "train.report_to=tensorboard", f"train.validation_prompts=['{PROMPT}']", "train.validation_steps=[1]",
+]  # fmt: skip
+# Overrides this 24 GiB, 2-core CPU machine needs beyond COMMON, with the reason (measured: see RESULTS.md).
+NEEDED: dict[str, list[tuple[str, str]]] = {}
+
+
+def resolution_of(recipe: str) -> int:
+    from lcm_distill.config import load_config
+
+    return load_config(ROOT / "configs" / f"{recipe}.yaml").data.resolution
+
+
+def build_inputs(out: Path, recipe: str) -> tuple[list[str], Path | None]:
+    """The recipe's model/data overrides (teacher or start folder, data) and the base folder its LoRA rides on."""
+    from lcm_distill.testing import make_imagefolder
+    from lcm_distill.testing.sd21 import save_sd21
+
+    spec, res = RECIPES[recipe], resolution_of(recipe)
+    sets: list[str] = []
+    base = None
+    if "variant" in spec:
+        teacher = save_sd21(out / "teachers" / spec["variant"], spec["variant"])
+        sets.append(f"model.teacher={teacher}")
+        base = teacher
+    else:
+        src, folder = spec["start"]
+        start = out / src / folder
+        if not (start / "model_index.json").is_file():
+            raise SystemExit(f"{recipe} starts from {start}: rehearse {src} first (--recipes {src},{recipe}).")
+        sets.append(f"model.student={start}")
+        base = start
+    images = make_imagefolder(out / "data" / f"images-{res}", n=4, size=res)
+    sets.append(f"data.dataset={images}")
+    return sets, base
+
+
+def read_losses(logs: Path) -> list[tuple[int, float, float]]:
+    """(step, loss, wall time) from the run's tensorboard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = []
+    for events in sorted(logs.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if "loss" in acc.Tags().get("scalars", []):
+            rows += [(e.step, e.value, e.wall_time) for e in acc.Scalars("loss")]
+    return sorted(rows)
+
+
+def run_measured(argv: list[str], log: Path) -> tuple[int, float, float]:
+    """(exit code, wall s, peak RSS GiB) of a child process, its output into ``log``."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        fh.write("$ " + shlex.join(argv) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 2**20
+
+
+RELOAD = r"""
+import sys, numpy as np, torch
+from diffusers import DiffusionPipeline, LCMScheduler, StableDiffusionPipeline
+folder, kind, base, res = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if kind == "lora":
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(folder)
+    kw = {"guidance_scale": 1.0}
+else:
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    kw = {"guidance_scale": 8.5}
+img = pipe("a red square", num_inference_steps=1, height=res, width=res, output_type="np",
+           generator=torch.Generator().manual_seed(0), **kw).images
+print(type(pipe).__name__, type(pipe.scheduler).__name__, "finite" if np.isfinite(img).all() else "NON-FINITE")
+"""
+
+
+def planner_estimate(config: Path, sets: list[str]) -> float | None:
+    """The memory planner's per-process estimate (GiB) for the rehearsal's config on this host (CPU, fp32 math)."""
+    try:
+        from lcm_distill.config import load_config
+        from lcm_distill.engine.memory import estimate
+    except ImportError:
+        return None
+    return estimate(load_config(config, sets), device="cpu").total_gib
+
+
+def rehearse(out: Path, recipe: str) -> dict:
+    kind = "lcf" if recipe.startswith("lcf") else "lcd"
+    run = out / recipe
+    sets, base = build_inputs(out, recipe)
+    needed = NEEDED.get(recipe, [])
+    sets += [*COMMON, f"train.output_dir={run}", *(o for o, _ in needed)]
+    config = ROOT / "configs" / f"{recipe}.yaml"
+    argv = [sys.executable, str(ROOT / f"train_{kind}.py"), "--config", str(config), "--overwrite", "--set", *sets]
+    run.mkdir(parents=True, exist_ok=True)
+    print(f"[rehearsal] {recipe}: training", flush=True)
+    rc, wall, rss = run_measured(argv, run.parent / f"{recipe}.train.log")
+    row = {"recipe": recipe, "needed": needed, "exit": rc, "wall_s": round(wall, 1), "peak_rss_gib": round(rss, 2),
+           "sets": sets}  # fmt: skip
+    losses = read_losses(run / "logs") if rc == 0 else []
+    row["losses"] = [round(v, 6) for _, v, _ in losses]
+    row["finite"] = bool(losses) and all(v == v and abs(v) != float("inf") for _, v, _ in losses)
+    row["s_per_step"] = round(losses[1][2] - losses[0][2], 1) if len(losses) >= 2 else None
+    if rc == 0:
+        lora = (run / "lora").is_dir()
+        folder, what = (run / "lora", "lora") if lora else ((run / "target") if (run / "target").is_dir()
+                                                            else run / "student", "lcm")  # fmt: skip
+        print(f"[rehearsal] {recipe}: reloading {folder.name} in stock diffusers", flush=True)
+        reload_argv = [sys.executable, "-c", RELOAD, str(folder), what, str(base), str(resolution_of(recipe))]
+        rc2, wall2, _ = run_measured(reload_argv, run.parent / f"{recipe}.reload.log")
+        tail = (run.parent / f"{recipe}.reload.log").read_text().strip().splitlines()[-1:]
+        row["reload"] = f"{folder.name}/: {tail[0] if tail and rc2 == 0 else f'FAILED (exit {rc2})'}"
+        row["reload_s"] = round(wall2, 1)
+    (run / "rehearsal.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recipe | overrides beyond the common ones (why) | losses (steps 1, 2) | s/step | peak RSS GiB | "
+             "planner GiB | export, reloaded in stock diffusers |",
+             "|---|---|---|---:|---:|---:|---|"]  # fmt: skip
+    for r in rows:
+        needed = "; ".join(f"`{o}` ({why})" for o, why in r["needed"]) or "none"
+        losses = ", ".join(f"{v:.4g}" for v in r["losses"]) if r["exit"] == 0 else f"FAILED (exit {r['exit']})"
+        est = planner_estimate(ROOT / "configs" / f"{r['recipe']}.yaml", r["sets"])
+        est = f"{est:.1f}" if est else "-"
+        lines.append(f"| {r['recipe']} | {needed} | {losses}{'' if r['finite'] or r['exit'] else ' NON-FINITE'} | "
+                     f"{r['s_per_step'] or '-'} | {r['peak_rss_gib']:.1f} | {est} | {r.get('reload', '-')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "scale-rehearsal")
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {', '.join(RECIPES)}")
+    p.add_argument("--force", action="store_true", help="run again the recipes that have a rehearsal.json")
+    p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        p.error(f"--recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
+    rows = []
+    for recipe in recipes:
+        done = args.out / recipe / "rehearsal.json"
+        row = json.loads(done.read_text()) if done.is_file() and not args.force else rehearse(args.out, recipe)
+        print(f"[rehearsal] {recipe}: {json.dumps(row)}", flush=True)
+        rows.append(row)
+    text = table(rows)
+    print(text)
+    if args.publish:
+        publish(text, ROOT / "benchmarks" / "RESULTS.md", "scale-rehearsal",
+                "Scale rehearsal: every SD-2.1 recipe at its true shapes, CPU (benchmarks/scale_rehearsal.py)", [])
+    return 0 if all(r["exit"] == 0 and r["finite"] and "finite" in r.get("reload", "") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

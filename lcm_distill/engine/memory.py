@@ -1,0 +1,249 @@
+"""Memory planner: what one training process of a resolved config holds, before any weight is loaded.
+
+Run it as ``train_lcd.py --config X --dry-run [--gpu-gb 80] [--num-processes 8] [--zero2]``. It mirrors what
+lcm_distill.models and the engine allocate (keep the two in step):
+
+- student master weights fp32 (LoRA: the base UNet in model.frozen_dtype, adapters fp32), its gradients and the
+  optimiser's states (AdamW: 2 fp32 moments; 8-bit AdamW: 2 bytes), for trainable parameters only;
+- the EMA target (train.ema_decay > 0): a deep copy of the student; the frozen teacher (LCD, not LoRA), the VAE and the
+  text encoder in model.frozen_dtype (they stay loaded with a latent cache: validation uses them);
+- DDP's gradient buckets (one more gradient copy) with several processes; ZeRO-2 shards gradients and optimiser
+  states over the processes instead;
+- activations: the student's forward + backward per sample, plus the no-grad teacher (2 x batch: cond and uncond in
+  one forward) or target forward that runs while the student's activations are held. These are not computed but
+  measured once per UNet architecture at two resolutions (benchmarks/measure_activations.py writes
+  activations.json beside this file) and interpolated linearly in the number of latent pixels.
+
+Parameter counts come from the networks' config files (read from the folder, the Hub cache, or for SD 2.1 / 2.1-base
+the offline copies in lcm_distill.testing.sd21), built on the meta device: nothing is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+
+GIB = 2**30
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+ACTIVATIONS_FILE = Path(__file__).with_name("activations.json")
+CUDA_RESERVE_GIB = 1.5  # CUDA context + allocator fragmentation, outside max_memory_allocated
+
+
+@dataclass
+class Sizes:
+    """Parameter counts of the run's networks."""
+
+    unet: int
+    vae: int
+    text_encoder: int
+    lora: int = 0  # adapter parameters (model.lora.enabled)
+    arch: str = ""  # activations.json key of the UNet
+
+
+@dataclass
+class MemoryPlan:
+    lines: list[tuple[str, float, str]]  # (what, GiB, how it was counted)
+    processes: int
+    device_gib: float | None
+    suggestions: list[tuple[str, float]] = field(default_factory=list)  # (--set ..., total GiB after it)
+    activations_known: bool = True
+
+    @property
+    def total_gib(self) -> float:
+        return sum(g for _, g, _ in self.lines)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.device_gib is None else self.total_gib <= self.device_gib - CUDA_RESERVE_GIB
+
+    def render(self) -> str:
+        out = [f"memory plan per process ({self.processes} process{'es' if self.processes > 1 else ''}):"]
+        out += [f"  {what:<34} {gib:7.2f} GiB  {how}" for what, gib, how in self.lines]
+        out.append(f"  {'total':<34} {self.total_gib:7.2f} GiB")
+        if not self.activations_known:
+            out.append("  activations of this UNet were never measured: the total omits them "
+                       "(python benchmarks/measure_activations.py --teacher FOLDER adds them)")  # fmt: skip
+        if self.device_gib is not None:
+            room = self.device_gib - CUDA_RESERVE_GIB
+            verdict = "fits" if self.fits else "does NOT fit"
+            if not self.activations_known:
+                verdict = f"weights and states alone: {verdict}"
+            out.append(f"  {verdict} on a {self.device_gib:g} GiB device ({room:g} GiB after {CUDA_RESERVE_GIB} GiB "
+                       "for the CUDA context and fragmentation)")  # fmt: skip
+            for change, after in self.suggestions:
+                out.append(f"  to fit: {change:<58} -> {after:.2f} GiB")
+            if not self.fits and not self.suggestions:
+                out.append("  no single switch makes it fit: use more processes with --zero2, or a larger device")
+        return "\n".join(out)
+
+
+def count_parameters(cfg: Config) -> Sizes:
+    """Parameter counts from config files only (meta device)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..models import model_source
+
+    lcd = cfg.objective.kind == "lcd"
+    source = model_source(cfg.model, with_teacher=lcd)
+    unet_cfg = _config(source, "unet", cfg.model.revision)
+    if unet_cfg.get("time_cond_proj_dim") is None and not (cfg.model.lora.enabled and not cfg.model.lora.omega_conditioned):
+        unet_cfg["time_cond_proj_dim"] = cfg.model.omega_embed_dim  # the student's omega input
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(_config(cfg.model.vae or source, "" if cfg.model.vae else "vae"))
+        text = CLIPTextModel(CLIPTextConfig(**_config(source, "text_encoder", cfg.model.revision)))
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    lora = lora_parameters(unet, cfg.model.lora.rank, cfg.model.lora.target_modules) if cfg.model.lora.enabled else 0
+    return Sizes(n(unet), n(vae), n(text), lora, architecture_key(unet_cfg))
+
+
+def lora_parameters(unet: Any, rank: int, targets: list[str]) -> int:
+    """Adapter parameters peft adds: r*(in + out) per Linear, r*(in*k*k + out) per Conv2d whose name matches a
+    target (the module's name equals it or ends with "." + it, peft's rule)."""
+    from torch import nn
+
+    total = 0
+    for name, mod in unet.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in targets):
+            continue
+        if isinstance(mod, nn.Linear):
+            total += rank * (mod.in_features + mod.out_features)
+        elif isinstance(mod, nn.Conv2d):
+            total += rank * (mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] + mod.out_channels)
+    return total
+
+
+def architecture_key(unet_cfg: dict) -> str:
+    """What decides a UNet's activations (channels, depth, heads, context width, upcast attention)."""
+    heads = unet_cfg.get("attention_head_dim")
+    heads = "-".join(map(str, heads)) if isinstance(heads, list | tuple) else str(heads)
+    return (f"unet/c{'-'.join(map(str, unet_cfg['block_out_channels']))}/l{unet_cfg.get('layers_per_block')}"
+            f"/h{heads}/x{unet_cfg.get('cross_attention_dim')}/{'upcast' if unet_cfg.get('upcast_attention') else 'plain'}"
+            f"/{'-'.join(b[:4] for b in unet_cfg['down_block_types'])}")  # fmt: skip
+
+
+def activation_bytes(arch: str, kind: str, latent_pixels: int, table: dict | None = None) -> float | None:
+    """Bytes per sample of one measured ``kind`` (e.g. "bf16/train", "bf16/train_ckpt", "bf16/nograd") at
+    ``latent_pixels`` = h*w of the latents, linear through the two measured points; None if never measured."""
+    table = load_activation_table() if table is None else table
+    points = table.get(arch, {}).get(kind)
+    if not points:
+        return None
+    (p1, b1), (p2, b2) = sorted((int(p), float(b)) for p, b in points.items())[:2]
+    return max(0.0, b1 + (b2 - b1) * (latent_pixels - p1) / (p2 - p1))
+
+
+def load_activation_table() -> dict:
+    return json.loads(ACTIVATIONS_FILE.read_text()) if ACTIVATIONS_FILE.is_file() else {}
+
+
+def estimate(cfg: Config, processes: int = 1, zero2: bool = False, device: str = "cuda",
+             device_gib: float | None = None, sizes: Sizes | None = None, table: dict | None = None,
+             suggest: bool = True) -> MemoryPlan:
+    """The per-process memory of ``cfg`` (see module docstring). ``device="cpu"``: the run's CPU policy (no
+    autocast) is not modelled differently; activations are those of train.mixed_precision."""
+    s = sizes or count_parameters(cfg)
+    m, t, o = cfg.model, cfg.train, cfg.optim
+    frozen = BYTES[m.frozen_dtype]
+    lcd = cfg.objective.kind == "lcd"
+    shard = processes if zero2 and processes > 1 else 1
+    trainable = s.lora if m.lora.enabled else s.unet
+    opt_bytes = 2 if o.use_8bit_adam else 8
+    lines: list[tuple[str, float, str]] = []
+    add = lambda what, n_bytes, how: lines.append((what, n_bytes / GIB, how))  # noqa: E731
+    if m.lora.enabled:
+        add("student: base UNet (frozen)", s.unet * frozen, f"{s.unet / 1e6:.1f}M x {m.frozen_dtype}")
+        add("student: LoRA adapters", s.lora * 4, f"{s.lora / 1e6:.1f}M x fp32 (rank {m.lora.rank})")
+    else:
+        add("student UNet", s.unet * 4, f"{s.unet / 1e6:.1f}M x fp32")
+    add("gradients", trainable * 4 / shard, "fp32" + (f", ZeRO-2 / {shard}" if shard > 1 else ""))
+    add("optimiser states", trainable * opt_bytes / shard,
+        ("8-bit AdamW, 2 B/param" if o.use_8bit_adam else "AdamW, 2 x fp32") + (f", / {shard}" if shard > 1 else ""))
+    if processes > 1 and not zero2:
+        add("DDP gradient buckets", trainable * 4, "one more gradient copy")
+    if t.ema_decay > 0:
+        target = s.unet * frozen + s.lora * 4 if m.lora.enabled else s.unet * 4
+        add("EMA target", target, f"copy of the student (mu {t.ema_decay:g})")
+    if lcd and not m.lora.enabled:
+        add("teacher UNet (frozen)", s.unet * frozen, m.frozen_dtype)
+    add("VAE + text encoder (frozen)", (s.vae + s.text_encoder) * frozen, m.frozen_dtype)
+    known = True
+    precision = "fp32" if t.mixed_precision == "no" else "bf16"
+    hw = (cfg.data.resolution // 8) ** 2
+    train_kind = f"{precision}/{'lora' if m.lora.enabled else 'train'}{'_ckpt' if m.gradient_checkpointing else ''}"
+    held = activation_bytes(s.arch, train_kind, hw, table)
+    nograd = activation_bytes(s.arch, f"{precision}/nograd", hw, table)
+    if held is None or nograd is None:
+        known = False
+    else:
+        b = t.per_device_batch_size
+        add("activations: student fwd+bwd", held * b, f"{held / GIB:.2f} GiB/sample x {b} ({train_kind})")
+        add("activations: teacher/target fwd", nograd * (2 * b if lcd else b),
+            f"{nograd / GIB:.2f} GiB/sample x {2 * b if lcd else b} (no grad)")
+    plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
+    if suggest and plan.fits is False:
+        plan.suggestions = _suggestions(cfg, processes, zero2, device, device_gib, s, table)
+    return plan
+
+
+def _suggestions(cfg, processes, zero2, device, device_gib, sizes, table) -> list[tuple[str, float]]:
+    """Switches in the order they cost least (speed, then method), applied cumulatively until the plan fits."""
+    changes: list[tuple[str, Any]] = []
+    if not cfg.model.gradient_checkpointing:
+        changes.append(("model.gradient_checkpointing=true", lambda c: replace(c, model=replace(c.model, gradient_checkpointing=True))))
+    if cfg.model.frozen_dtype == "fp32":
+        changes.append(("model.frozen_dtype=bf16", lambda c: replace(c, model=replace(c.model, frozen_dtype="bf16"))))
+    if not cfg.optim.use_8bit_adam:
+        changes.append(("optim.use_8bit_adam=true", lambda c: replace(c, optim=replace(c.optim, use_8bit_adam=True))))
+    zero = zero2
+    if processes > 1 and not zero2:
+        changes.append(("--zero2 (configs/accelerate/deepspeed_zero2.yaml)", "zero2"))
+    b, acc = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
+    while b > 1:
+        b, acc = b // 2, acc * 2
+        changes.append((f"train.per_device_batch_size={b} train.gradient_accumulation_steps={acc}",
+                        (lambda b, acc: lambda c: replace(c, train=replace(c.train, per_device_batch_size=b,
+                                                                           gradient_accumulation_steps=acc)))(b, acc)))  # fmt: skip
+    out: list[tuple[str, float]] = []
+    for name, change in changes:
+        if change == "zero2":
+            zero = True
+        else:
+            cfg = change(cfg)
+        plan = estimate(cfg, processes, zero, device, device_gib, sizes, table, suggest=False)
+        out.append((name, plan.total_gib))
+        if plan.fits:
+            return out
+    return out
+
+
+def _config(source: str, subfolder: str, revision: str | None = None) -> dict:
+    """A network's config.json from a folder, the Hub (or its cache), or the offline SD 2.1 copies."""
+    path = Path(source) / subfolder / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    try:
+        import warnings
+
+        from huggingface_hub import hf_hub_download
+
+        with warnings.catch_warnings():  # huggingface_hub's own deprecation notices say nothing about the plan
+            warnings.simplefilter("ignore")
+            found = hf_hub_download(source, "config.json", subfolder=subfolder or None, revision=revision)
+        return json.loads(Path(found).read_text())
+    except Exception as err:
+        from ..testing import sd21
+
+        for variant, spec in sd21.SD21_VARIANTS.items():
+            if spec["hub_id"] == source and subfolder in ("unet", "vae", "text_encoder"):
+                if subfolder == "text_encoder":
+                    return sd21.sd21_text_config()
+                return sd21.sd21_unet_config(variant) if subfolder == "unet" else sd21.sd21_vae_config(variant)
+        raise FileNotFoundError(f"{source}/{subfolder}/config.json: not a folder and not reachable on the Hub "
+                                f"({type(err).__name__}); the memory plan needs the network configs.") from err  # fmt: skip
