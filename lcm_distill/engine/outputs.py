@@ -120,9 +120,10 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
                                          cfg.model.lora.rank, cfg.model.lora.alpha,
                                          omega_conditioned=models.omega_dim is not None)  # fmt: skip
             (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
+        vae, text_encoder = _export_encoders(cfg, models)
         common = dict(
-            vae=models.vae,
-            text_encoder=models.text_encoder,
+            vae=vae,
+            text_encoder=text_encoder,
             tokenizer=models.tokenizer,
             teacher_scheduler_config=models.scheduler_config,
             num_points=cfg.objective.num_points,
@@ -139,6 +140,21 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
         logger.info("exported %s", {k: str(v) for k, v in written.items()})
     accelerator.wait_for_everyone()
     return written
+
+
+def _export_encoders(cfg: Config, models: Models):
+    """The VAE and text encoder to write beside the fp32 UNet: the run's own when they are fp32, else the source's
+    originals reloaded in fp32. Stock pipelines run each component in its stored dtype, so a bf16 VAE / text encoder
+    next to an fp32 UNet crashes them (found by the SD-2.1 scale rehearsal); casting the run's bf16 copies back up
+    would keep their rounding, the reload does not."""
+    if models.frozen_dtype == torch.float32:
+        return models.vae, models.text_encoder
+    from ..models import load_frozen_encoders
+    from ..objectives import OBJECTIVES
+
+    vae, text_encoder, _ = load_frozen_encoders(replace(cfg.model, frozen_dtype="fp32"),
+                                                with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher)  # fmt: skip
+    return vae, text_encoder
 
 
 def _save_lora_and_merge(unet, folder: Path, num_points: int):
