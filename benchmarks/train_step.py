@@ -44,69 +44,45 @@ SWITCHES = {  # row name -> config overrides that turn the switch on
     "compile": ["model.compile=true", "model.compile_backend={backend}"],
 }
 SPEED_SWITCHES = list(SWITCHES)  # what "all" turns on
+# Memory / layout switches, measured on their own (not in "all"): 8-bit AdamW (bitsandbytes), channels_last.
+SWITCHES["adam8"] = ["optim.use_8bit_adam=true"]
+SWITCHES["channels_last"] = ["model.channels_last=true"]
 # Not a speed switch but a mode whose memory users ask about: LCM-LoRA (adapters only train; the base UNet is the
 # teacher). Compare rows "lora" and "lora+frozen_bf16" (base weights fp32 vs model.frozen_dtype=bf16).
 SWITCHES["lora"] = ["model.lora.enabled=true", "train.ema_decay=0"]
-OFF = ["model.frozen_dtype=fp32", "train.ema_impl=loop", "model.compile=false"]
+OFF = ["model.frozen_dtype=fp32", "train.ema_impl=loop", "model.compile=false", "optim.use_8bit_adam=false",
+       "model.channels_last=false"]
 ROWS = ["baseline", *SPEED_SWITCHES, "all"]
 
-PRESETS = {
+PRESETS = {  # sd21*: random-weight SD 2.1 networks at their true shapes (lcm_distill.testing.sd21)
     "tiny": {"resolution": 16, "batch_size": 8, "mixed_precision": "no", "checkpointing": False},
-    "sd21": {"resolution": 512, "batch_size": 8, "mixed_precision": "bf16", "checkpointing": True},
-}
-
-
-def sd21_components(work: Path, resolution: int) -> dict:
-    """SD-2.1-base-shaped UNet (865.9M), VAE (83.7M), OpenCLIP-H text encoder (340.4M), CLIP BPE; random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from lcm_distill.testing import build_clip_tokenizer, tiny_scheduler_config
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=resolution // 8, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    )  # fmt: skip
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=resolution,
-    )  # fmt: skip
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
-                       bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    )  # fmt: skip
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder,
-            "tokenizer": build_clip_tokenizer(work / "tokenizer-src"),
-            "scheduler": DDIMScheduler(**tiny_scheduler_config("epsilon"))}  # fmt: skip
+    "tiny_v": {"resolution": 16, "batch_size": 2, "mixed_precision": "bf16", "checkpointing": True},
+    "sd21": {"resolution": 512, "batch_size": 8, "mixed_precision": "bf16", "checkpointing": True,
+             "variant": "sd21-base"},
+    "sd21_768": {"resolution": 768, "batch_size": 1, "mixed_precision": "bf16", "checkpointing": True,
+                 "variant": "sd21"},
+}  # fmt: skip
 
 
 def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> dict:
     """Teacher folder, a captioned image folder (2 batches), the run YAML, and its cache (built by the command)."""
-    from diffusers import StableDiffusionPipeline
-
     from lcm_distill.config import load_config
     from lcm_distill.testing import make_imagefolder, save_tiny_sd
+    from lcm_distill.testing.sd21 import save_sd21
 
     teacher = work / "teacher"
-    if preset == "tiny":
-        save_tiny_sd(teacher, "epsilon")
-    else:
-        comps = sd21_components(work, resolution)
-        pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)  # fmt: skip
-        pipe.to(torch.float16).save_pretrained(teacher, safe_serialization=True)  # halves disk; load_models casts
-    images = make_imagefolder(work / "images", n=2 * batch_size, size=resolution)
     p = PRESETS[preset]
+    if "variant" not in p:
+        save_tiny_sd(teacher, "v_prediction" if preset == "tiny_v" else "epsilon")
+    else:
+        save_sd21(teacher, p["variant"])
+    images = make_imagefolder(work / "images", n=2 * batch_size, size=resolution)
     cfg = load_config(None, [
         f"model.teacher={teacher}", f"model.gradient_checkpointing={str(p['checkpointing']).lower()}",
         f"data.dataset={images}", f"data.resolution={resolution}", "data.center_crop=true", "data.random_flip=false",
         f"train.per_device_batch_size={batch_size}", f"train.mixed_precision='{p['mixed_precision']}'",
         "train.ema_decay=0.95", "train.report_to=none", "train.validation_prompts=[]", f"train.output_dir={work}/run",
-        "model.omega_embed_dim=32" if preset == "tiny" else "model.omega_embed_dim=256",
+        "model.omega_embed_dim=256" if "variant" in p else "model.omega_embed_dim=32",
     ])  # fmt: skip
     config = work / "run.yaml"
     config.write_text(cfg.to_yaml())
@@ -128,6 +104,28 @@ def row_overrides(row: str, cache: str, backend: str) -> list[str]:
     for name in on:
         out += [o.format(cache=cache, backend=backend) for o in SWITCHES[name]]
     return out
+
+
+def unet_forward_flops(unet_config: dict, latent_hw: int, omega_dim: int | None) -> float:
+    """FLOPs of one UNet forward on one sample, counted on the meta device (torch.utils.flop_counter)."""
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config({**unet_config, "time_cond_proj_dim": omega_dim})
+        x = torch.empty(1, unet_config["in_channels"], latent_hw, latent_hw)
+        ctx = torch.empty(1, 77, unet_config["cross_attention_dim"])
+        cond = torch.empty(1, omega_dim) if omega_dim else None
+        with FlopCounterMode(display=False) as counter:
+            unet(x, torch.tensor([500]), encoder_hidden_states=ctx, timestep_cond=cond)
+    return float(counter.get_total_flops())
+
+
+# UNet passes per sample and step, in forward-equivalents (a backward costs two): student forward + backward (3),
+# the teacher's cond and uncond (2, LCD only), the target (1). Recomputation under checkpointing is not counted
+# (model FLOPs utilisation, not hardware FLOPs).
+PASSES = {"lcd": 6, "lcf": 4}
+PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16 tensor-core peak (SXM)
 
 
 def run_worker(spec: dict) -> dict:
@@ -187,23 +185,36 @@ def run_worker(spec: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     med = statistics.median(times)
     samples = B * cfg.train.gradient_accumulation_steps
+    unet_cfg = dict(acc.unwrap_model(student).config)
+    flops = unet_forward_flops(unet_cfg, models.latent_shape(cfg.data.resolution)[1], models.omega_dim)
+    tflops_s = PASSES[cfg.objective.kind] * samples * flops / med / 1e12
     return {"row": spec["row"], "samples_s": samples / med, "step_s": med, "first_step_s": first,
             "peak_gib": peak / 2**30, "memory": "cuda max allocated" if cuda else "process peak RSS",
+            "unet_gflop_per_sample": flops / 1e9, "unet_tflops_s": tflops_s, "loss": step(spec["warmup"] + spec["steps"]),
             "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
 
 
-def table(results: list[dict]) -> str:
+def peak_tflops(gpu: str | None, given: float | None) -> float | None:
+    if given:
+        return given
+    return next((v for k, v in PEAK_TFLOPS.items() if gpu and k in gpu), None)
+
+
+def table(results: list[dict], peak: float | None = None) -> str:
+    """One row per result; MFU = the UNet passes' model FLOP/s over ``peak`` TFLOP/s (none: not printed)."""
     base = next((r for r in results if r["row"] == "baseline"), None)
-    lines = ["| row | switches on | samples/s | s/step (median) | vs baseline | first step s | peak GiB |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| row | switches on | samples/s | s/step (median) | vs baseline | first step s | peak GiB | "
+             "UNet TFLOP/s | MFU | loss |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results:
         on = ", ".join(switches_of(r["row"])) or "none"
         if "error" in r:
-            lines.append(f"| {r['row']} | {on} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['row']} | {on} | failed: {r['error']} | | | | | | | |")
             continue
         speed = f"{r['samples_s'] / base['samples_s']:.2f}x" if base and "samples_s" in base else "-"
+        mfu = f"{r['unet_tflops_s'] / peak:.1%}" if peak else "-"
         lines.append(f"| {r['row']} | {on} | {r['samples_s']:.1f} | {r['step_s']:.4f} | {speed} | "
-                     f"{r['first_step_s']:.2f} | {r['peak_gib']:.2f} |")  # fmt: skip
+                     f"{r['first_step_s']:.2f} | {r['peak_gib']:.2f} | {r['unet_tflops_s']:.3g} | {mfu} | "
+                     f"{r['loss']:.4g} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -219,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each row's process")
     ap.add_argument("--workdir", default=None, help="keep assets here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense bf16 peak for the MFU column (default: known for H100/H200, else none)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {args.preset}: batch {B}, {R} px, {args.steps} timed steps after {args.warmup} warm-up, "
           f"device {first.get('gpu') or first.get('device')}, compile backend {args.compile_backend}, "
           f"mixed precision {preset['mixed_precision']}, threads {threads}")  # fmt: skip
-    print(table(results))
+    print(table(results, peak_tflops(first.get("gpu"), args.peak_tflops)))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     return 0 if all("error" not in r for r in results) else 1

@@ -65,6 +65,7 @@ class ModelConfig:
     attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | eager
     compile: bool = False  # torch.compile student, target and teacher in place (nn.Module.compile: same state_dict)
     compile_backend: str = "inductor"  # inductor | aot_eager | eager (the last two: tracing only, for tests)
+    channels_last: bool = False  # student, target and teacher in torch.channels_last (a GPU conv layout; measure it)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 

@@ -236,6 +236,10 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
         for net in (student, teacher):
             if net is not None:
                 net.set_attn_processor(AttnProcessor())
+    if m.channels_last:  # layout only: parameters and state_dict keys are unchanged
+        for net in (student, teacher):
+            if net is not None:
+                net.to(memory_format=torch.channels_last)
     if m.gradient_checkpointing:
         student.enable_gradient_checkpointing()
     student.train()

@@ -15,7 +15,7 @@ from lcm_distill.engine import train
         ("train.mixed_precision=bf16",),
         ("model.frozen_dtype=bf16",),
         ("model.frozen_dtype=fp16", "objective.solver=dpm_solver_pp_2s"),
-        ("model.gradient_checkpointing=true", "model.attention=eager"),
+        ("model.gradient_checkpointing=true", "model.attention=eager", "model.channels_last=true"),
         ("model.cond_proj_init=random", "objective.loss=l1", "objective.solver=dpm_solver_2",
          "objective.cfg_placement=guided"),
         ("data.center_crop=true", "data.random_flip=false", "data.interpolation=bicubic", "data.max_samples=8",
