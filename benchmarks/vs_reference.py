@@ -43,12 +43,23 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = {  # name -> UNet channels, image size (the VAE downsamples 8x: tiny 8x8 latents, small 16x16)
     "tiny": {"channels": (32, 64), "resolution": 64},
     "small": {"channels": (64, 128), "resolution": 128},
+    "sd21": {"variant": "sd21-base", "resolution": 512},  # random-weight SD 2.1-base at its true shapes (GPU)
 }
+# --precision gpu: the reference as shipped (fp16 autocast) against ours in bf16 with frozen bf16 networks
+PRECISION = {"fp32": {"reference": "no", "ours": ["train.mixed_precision=no", "model.frozen_dtype=fp32"]},
+             "gpu": {"reference": "fp16", "ours": ["train.mixed_precision=bf16", "model.frozen_dtype=bf16"]}}
+PEAK = r"""
+import atexit, runpy, sys, torch
+def _peak():
+    if torch.cuda.is_available():
+        print("CUDA_PEAK_BYTES", torch.cuda.max_memory_allocated(), flush=True)
+atexit.register(_peak)
+"""
 BATCH, N_SAMPLES = 8, 256
 
-LAUNCHER = r'''
+LAUNCHER = PEAK + r'''
 """Runs diffusers' train_lcm_distill_sd_wds.py unmodified, with two wrappers (see benchmarks/vs_reference.py)."""
-import importlib.util, sys, torch
+import importlib.util
 script = sys.argv[1]
 sys.argv = [script, *sys.argv[2:]]
 _autocast = torch.autocast
@@ -67,8 +78,14 @@ mod.main(mod.parse_args())
 '''
 
 
-def build_teacher(out: Path, channels: tuple[int, int]) -> Path:
-    """A StableDiffusionPipeline folder: the kit's UNet at ``channels``, an 8x VAE, the tiny text encoder."""
+def build_teacher(out: Path, spec: dict) -> Path:
+    """A StableDiffusionPipeline folder: the kit's UNet at ``channels``, an 8x VAE, the tiny text encoder (or the
+    SD 2.1 preset)."""
+    if "variant" in spec:
+        from lcm_distill.testing.sd21 import save_sd21
+
+        return save_sd21(out, spec["variant"])
+    channels = spec["channels"]
     if (out / "model_index.json").is_file():
         return out
     import torch
@@ -123,27 +140,30 @@ def reference_argv(args, teacher: Path, shards: str, res: int, steps: int, out: 
             "--resolution", str(res), "--train_batch_size", str(BATCH), "--max_train_steps", str(steps),
             "--max_train_samples", "1000000", "--dataloader_num_workers", "1", "--learning_rate", "1e-4",
             "--loss_type", "huber", "--huber_c", "0.001", "--ema_decay", "0.95", "--w_min", "5", "--w_max", "15",
-            "--num_ddim_timesteps", "50", "--mixed_precision", "no", "--validation_steps", "1000000",
+            "--num_ddim_timesteps", "50", "--mixed_precision", PRECISION[args.precision]["reference"],
+            "--validation_steps", "1000000",
             "--checkpointing_steps", "1000000", "--seed", "0", "--report_to", "tensorboard",
             "--lr_warmup_steps", "0", "--adam_weight_decay", "0"]  # fmt: skip
 
 
-def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, cache: Path | None) -> list[str]:
+def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, cache: Path | None,
+              precision: str = "fp32") -> list[str]:
     sets = [f"model.teacher={teacher}", "model.omega_embed_dim=256", "data.source=webdataset", f"data.shards={shards}",
             f"data.resolution={res}", "data.center_crop=true", "data.num_workers=1", f"train.per_device_batch_size={BATCH}",
             f"train.max_train_steps={steps}", "objective.loss=huber", "objective.huber_c=0.001",
             "objective.omega_min=5", "objective.omega_max=15", "objective.omega_fixed=null", "optim.learning_rate=1e-4",
-            "optim.lr_warmup_steps=0", "train.ema_decay=0.95", "train.mixed_precision=no", "model.frozen_dtype=fp32",
+            "optim.lr_warmup_steps=0", "train.ema_decay=0.95", *PRECISION[precision]["ours"],
             "train.checkpoint_every=1000000", "train.validation_prompts=[]", "train.export=false",
             f"train.output_dir={out}", "train.report_to=tensorboard", "train.log_every=10"]  # fmt: skip
     if cache is not None:
         sets.append(f"data.cache_dir={cache}")
-    return [sys.executable, str(ROOT / "train_lcd.py"), "--config", str(ROOT / "configs" / "lcd_tiny_cpu.yaml"),
+    return [sys.executable, "-c", PEAK + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+            str(ROOT / "train_lcd.py"), "--config", str(ROOT / "configs" / "lcd_tiny_cpu.yaml"),
             "--overwrite", "--set", *sets]  # fmt: skip
 
 
-def run(argv: list[str], log: Path) -> tuple[float, float]:
-    """(wall s, peak RSS GiB); raises with the log's tail on failure."""
+def run(argv: list[str], log: Path) -> tuple[float, float, float | None]:
+    """(wall s, peak RSS GiB, CUDA max allocated GiB or None); raises with the log's tail on failure."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -156,19 +176,20 @@ def run(argv: list[str], log: Path) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"{argv[1]} failed; {log}:\n{tail}")
-    return wall, usage.ru_maxrss / 2**20
+        raise RuntimeError(f"{argv[-1]} failed; {log}:\n{tail}")
+    cuda = [int(ln.split()[1]) for ln in log.read_text().splitlines() if ln.startswith("CUDA_PEAK_BYTES")]
+    return wall, usage.ru_maxrss / 2**20, (cuda[-1] / 2**30 if cuda else None)
 
 
 def build_cache(args, teacher: Path, shards: str, res: int, work: Path) -> tuple[Path, float]:
     """The latent cache of the shards (our lcm-distill-cache), and its wall time per sample (start-up included)."""
     cache = work / "cache"
-    cfg = ours_argv(teacher, shards, res, 1, work / "cache-cfg", None)
+    cfg = ours_argv(teacher, shards, res, 1, work / "cache-cfg", None, args.precision)
     from lcm_distill.cli.train import parse_run
 
-    _, c = parse_run(cfg[2:], "lcd", "train_lcd.py")
+    _, c = parse_run(cfg[cfg.index("--config"):], "lcd", "train_lcd.py")
     (work / "cache.yaml").write_text(c.to_yaml())
-    wall, _ = run([sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(work / "cache.yaml"), "--out",
+    wall, *_ = run([sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(work / "cache.yaml"), "--out",
                    str(cache), "--batch-size", str(BATCH), "--overwrite"], work / "logs" / "cache.log")  # fmt: skip
     return cache, wall / N_SAMPLES
 
@@ -176,7 +197,7 @@ def build_cache(args, teacher: Path, shards: str, res: int, work: Path) -> tuple
 def bench(args, name: str) -> dict:
     spec = CONFIGS[name]
     work = args.out / name
-    teacher = build_teacher(work / "teacher", spec["channels"])
+    teacher = build_teacher(work / "teacher", spec)
     shards = build_shards(work / "shards", spec["resolution"])
     cache, cache_cost = build_cache(args, teacher, shards, spec["resolution"], work) if args.cache else (None, None)
     tools = ["reference", "ours"] + (["ours+cache"] if args.cache else [])
@@ -187,7 +208,7 @@ def bench(args, name: str) -> dict:
                 out = work / "runs" / f"{tool}-{steps}"
                 argv = (reference_argv(args, teacher, shards, spec["resolution"], steps, out) if tool == "reference"
                         else ours_argv(teacher, shards, spec["resolution"], steps, out,
-                                       cache if tool == "ours+cache" else None))  # fmt: skip
+                                       cache if tool == "ours+cache" else None, args.precision))  # fmt: skip
                 walls[(tool, steps, rep)] = run(argv, work / "logs" / f"{tool}-{steps}-rep{rep}.log")
                 print(f"[vs_reference] {name} rep {rep} {tool} {steps} steps: {walls[(tool, steps, rep)][0]:.1f} s, "
                       f"peak RSS {walls[(tool, steps, rep)][1]:.2f} GiB", flush=True)  # fmt: skip
@@ -196,26 +217,32 @@ def bench(args, name: str) -> dict:
     for tool in tools:
         per_rep = [(walls[(tool, args.steps_long, r)][0] - walls[(tool, args.steps_short, r)][0]) / dn
                    for r in range(args.repeats)]  # fmt: skip
-        rss = max(walls[(tool, s, r)][1] for s in (args.steps_short, args.steps_long) for r in range(args.repeats))
-        rows[tool] = {"s_per_step": per_rep, "peak_rss_gib": rss}
-    result = {"config": name, "channels": spec["channels"], "resolution": spec["resolution"], "batch": BATCH,
-              "rows": rows, "cache_s_per_sample": cache_cost}  # fmt: skip
+        runs = [walls[(tool, s, r)] for s in (args.steps_short, args.steps_long) for r in range(args.repeats)]
+        cuda = [w[2] for w in runs if w[2] is not None]
+        rows[tool] = {"s_per_step": per_rep, "peak_rss_gib": max(w[1] for w in runs),
+                      "cuda_peak_gib": max(cuda) if cuda else None}  # fmt: skip
+    result = {"config": name, "channels": spec.get("channels", spec.get("variant")), "resolution": spec["resolution"],
+              "batch": BATCH, "precision": args.precision, "rows": rows, "cache_s_per_sample": cache_cost}  # fmt: skip
     (work / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| config | tool | s/step per repeat | samples/s (median) | vs reference (per repeat) | peak RSS GiB |",
-             "|---|---|---|---:|---|---:|"]
+    lines = ["| config | tool | s/step per repeat | samples/s (median) | vs reference (per repeat) | peak RSS GiB | "
+             "CUDA peak GiB (vs reference) |", "|---|---|---|---:|---|---:|---:|"]  # fmt: skip
     notes = []
     for res in results:
         ref = res["rows"]["reference"]["s_per_step"]
-        cfg = f"{res['config']} (UNet {'/'.join(map(str, res['channels']))}, {res['resolution']} px)"
+        nets = res["channels"] if isinstance(res["channels"], str) else "UNet " + "/".join(map(str, res["channels"]))
+        cfg = f"{res['config']} ({nets}, {res['resolution']} px, {res.get('precision', 'fp32')})"
+        ref_cuda = res["rows"]["reference"].get("cuda_peak_gib")
         for tool, row in res["rows"].items():
             s = row["s_per_step"]
             ratio = ", ".join(f"{r / o:.2f}x" for r, o in zip(ref, s, strict=True))
+            cuda = row.get("cuda_peak_gib")
+            mem = f"{cuda:.2f} ({cuda / ref_cuda:.2f}x)" if cuda and ref_cuda else "-"
             lines.append(f"| {cfg} | {tool} | {', '.join(f'{v:.3f}' for v in s)} | "
-                         f"{BATCH / statistics.median(s):.1f} | {ratio} | {row['peak_rss_gib']:.2f} |")  # fmt: skip
+                         f"{BATCH / statistics.median(s):.1f} | {ratio} | {row['peak_rss_gib']:.2f} | {mem} |")  # fmt: skip
         if res.get("cache_s_per_sample") and "ours+cache" in res["rows"]:
             saved = statistics.median(res["rows"]["ours"]["s_per_step"]) - statistics.median(
                 res["rows"]["ours+cache"]["s_per_step"])
@@ -237,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-long", type=int, default=60)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--cache", action="store_true", help="also time ours with the latent cache")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISION),
+                   help="fp32: both in fp32 (CPU); gpu: the reference as shipped (fp16 autocast) vs ours in bf16")
     p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     if not args.reference_script.is_file():
