@@ -184,8 +184,7 @@ def free_disk(run: Path, recipe: str) -> None:
     exports that no LCF recipe starts from (~5 GB each)."""
     import shutil
 
-    keep = {folder for spec in RECIPES.values() if spec.get("start", (None,))[0] == recipe
-            for folder in (spec["start"][1], "lora")}  # fmt: skip
+    keep = {spec["start"][1] for spec in RECIPES.values() if spec.get("start", (None,))[0] == recipe}
     for name in ("checkpoints", "student", "target", "lora"):
         if name not in keep and (run / name).exists():
             shutil.rmtree(run / name)

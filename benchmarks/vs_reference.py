@@ -13,8 +13,8 @@ worker each, no validation or checkpoint inside the timed span.
 Per-step time is the difference of two run lengths (--steps-short, --steps-long) divided by the step difference, so
 start-up, model loading, final validation and export cancel. Runs are interleaved (ref short, ours short, ref long,
 ours long, ...) and repeated --repeats times; each repeat gives its own ratio. Peak memory: the process's peak RSS
-(os.wait4). With --cache a third tool, ours with data.cache_dir, is timed too, and the cache's build cost per sample
-is printed with the number of epochs after which it has paid for itself.
+(os.wait4). --ours names our variants ("ours", "ours+cache", "ours+cache+channels_last", ...); with a cache variant the
+cache's build cost per sample is printed with the number of epochs after which it has paid for itself.
 
 Wrapped traps of the reference (DESIGN.md / shared facts): its group_by_keys_nothrow predates webdataset >= 0.2.96's
 end-of-shard marker (a dict without "fname": KeyError at the first shard boundary), so the launcher filters those
@@ -146,7 +146,18 @@ def reference_argv(args, teacher: Path, shards: str, res: int, steps: int, out: 
             "--lr_warmup_steps", "0", "--adam_weight_decay", "0"]  # fmt: skip
 
 
-def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, cache: Path | None,
+# our variants: "ours" plus "+switch" tokens (ours+cache+channels_last); each token's overrides
+OUR_SWITCHES = {"cache": ["data.cache_dir={cache}"], "channels_last": ["model.channels_last=true"]}
+
+
+def variant_sets(variant: str, cache: Path | None) -> list[str]:
+    tokens = variant.split("+")
+    if tokens[0] != "ours" or any(t not in OUR_SWITCHES for t in tokens[1:]):
+        raise ValueError(f"--ours {variant!r}: 'ours' then '+switch' from {sorted(OUR_SWITCHES)}")
+    return [o.format(cache=cache) for t in tokens[1:] for o in OUR_SWITCHES[t]]
+
+
+def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, extra: list[str] | None = None,
               precision: str = "fp32") -> list[str]:
     sets = [f"model.teacher={teacher}", "model.omega_embed_dim=256", "data.source=webdataset", f"data.shards={shards}",
             f"data.resolution={res}", "data.center_crop=true", "data.num_workers=1", f"train.per_device_batch_size={BATCH}",
@@ -155,8 +166,7 @@ def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, cache
             "optim.lr_warmup_steps=0", "train.ema_decay=0.95", *PRECISION[precision]["ours"],
             "train.checkpoint_every=1000000", "train.validation_prompts=[]", "train.export=false",
             f"train.output_dir={out}", "train.report_to=tensorboard", "train.log_every=10"]  # fmt: skip
-    if cache is not None:
-        sets.append(f"data.cache_dir={cache}")
+    sets += extra or []
     return [sys.executable, "-c", PEAK + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
             str(ROOT / "train_lcd.py"), "--config", str(ROOT / "configs" / "lcd_tiny_cpu.yaml"),
             "--overwrite", "--set", *sets]  # fmt: skip
@@ -184,7 +194,7 @@ def run(argv: list[str], log: Path) -> tuple[float, float, float | None]:
 def build_cache(args, teacher: Path, shards: str, res: int, work: Path) -> tuple[Path, float]:
     """The latent cache of the shards (our lcm-distill-cache), and its wall time per sample (start-up included)."""
     cache = work / "cache"
-    cfg = ours_argv(teacher, shards, res, 1, work / "cache-cfg", None, args.precision)
+    cfg = ours_argv(teacher, shards, res, 1, work / "cache-cfg", [], args.precision)
     from lcm_distill.cli.train import parse_run
 
     _, c = parse_run(cfg[cfg.index("--config"):], "lcd", "train_lcd.py")
@@ -199,16 +209,18 @@ def bench(args, name: str) -> dict:
     work = args.out / name
     teacher = build_teacher(work / "teacher", spec)
     shards = build_shards(work / "shards", spec["resolution"])
-    cache, cache_cost = build_cache(args, teacher, shards, spec["resolution"], work) if args.cache else (None, None)
-    tools = ["reference", "ours"] + (["ours+cache"] if args.cache else [])
+    variants = [v for v in args.ours.split(",") if v]
+    needs_cache = any("cache" in v.split("+") for v in variants)
+    cache, cache_cost = build_cache(args, teacher, shards, spec["resolution"], work) if needs_cache else (None, None)
+    tools = ["reference", *variants]
     walls: dict[tuple[str, int, int], tuple[float, float]] = {}
     for rep in range(args.repeats):
         for steps in (args.steps_short, args.steps_long):
             for tool in tools:
                 out = work / "runs" / f"{tool}-{steps}"
                 argv = (reference_argv(args, teacher, shards, spec["resolution"], steps, out) if tool == "reference"
-                        else ours_argv(teacher, shards, spec["resolution"], steps, out,
-                                       cache if tool == "ours+cache" else None, args.precision))  # fmt: skip
+                        else ours_argv(teacher, shards, spec["resolution"], steps, out, variant_sets(tool, cache),
+                                       args.precision))  # fmt: skip
                 walls[(tool, steps, rep)] = run(argv, work / "logs" / f"{tool}-{steps}-rep{rep}.log")
                 print(f"[vs_reference] {name} rep {rep} {tool} {steps} steps: {walls[(tool, steps, rep)][0]:.1f} s, "
                       f"peak RSS {walls[(tool, steps, rep)][1]:.2f} GiB", flush=True)  # fmt: skip
@@ -263,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-short", type=int, default=10)
     p.add_argument("--steps-long", type=int, default=60)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--cache", action="store_true", help="also time ours with the latent cache")
+    p.add_argument("--ours", default="ours,ours+cache",
+                   help="our variants to time: 'ours' plus '+cache' / '+channels_last', comma-separated")
     p.add_argument("--precision", default="fp32", choices=list(PRECISION),
                    help="fp32: both in fp32 (CPU); gpu: the reference as shipped (fp16 autocast) vs ours in bf16")
     p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
@@ -274,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [c for c in args.configs.split(",") if c]
     if unknown := [c for c in names if c not in CONFIGS]:
         p.error(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
+    for v in args.ours.split(","):
+        try:
+            variant_sets(v, None)
+        except ValueError as err:
+            p.error(str(err))
     if args.steps_long <= args.steps_short:
         p.error("--steps-long must be larger than --steps-short")
     args.out.mkdir(parents=True, exist_ok=True)
