@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Measure a UNet's activation memory per sample, once per architecture, for the memory planner.
 
-    python benchmarks/measure_activations.py --arch sd21-base sd21 tiny      # writes lcm_distill/engine/activations.json
-    python benchmarks/measure_activations.py --teacher path/to/sd-folder     # any UNet2DConditionModel folder
+    python benchmarks/measure_activations.py --arch sd21-base sd21 tiny   # -> lcm_distill/engine/activations.json
+    python benchmarks/measure_activations.py --teacher path/to/sd-folder  # any UNet2DConditionModel folder
 
 For each architecture, at two latent sizes, batch 1, each of these in its own fresh process:
   {precision}/train       student forward + backward (all weights trainable), bytes above the weights and gradients

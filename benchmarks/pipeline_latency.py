@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 def pipelines(preset: str, work: Path, device: str, dtype: torch.dtype):
     """(teacher StableDiffusionPipeline with DDIM, LCMPipeline with the omega-conditioned student), resolution."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from lcm_distill.pipelines import LCMPipeline
 
     from lcm_distill.export import lcm_scheduler
     from lcm_distill.models import build_student
-    from lcm_distill.pipelines import LCMPipeline
     from lcm_distill.testing import tiny_components
     from lcm_distill.testing.sd21 import SD21_VARIANTS, sd21_components
 
@@ -72,8 +72,12 @@ def time_setting(pipe, steps: int, guidance: float, res: int, warmup: int, repea
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="tiny", choices=["tiny", "sd21-base", "sd21"],
-                   help="tiny kit (16 px) | SD 2.1-base (512 px) | SD 2.1 (768 px)")
+    p.add_argument(
+        "--preset",
+        default="tiny",
+        choices=["tiny", "sd21-base", "sd21"],
+        help="tiny kit (16 px) | SD 2.1-base (512 px) | SD 2.1 (768 px)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--lcm-steps", type=int, nargs="+", default=[1, 2, 4])
@@ -87,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         teacher, lcm, res = pipelines(args.preset, Path(work), args.device, DTYPES[args.dtype])
         rows = [(f"LCM {s} step{'s' if s > 1 else ''}", time_setting(lcm, s, 8.5, res, args.warmup, args.repeats,
                                                                      args.device)) for s in args.lcm_steps]  # fmt: skip
-        rows.append((f"teacher DDIM {args.teacher_steps} steps, CFG 7.5",
-                     time_setting(teacher, args.teacher_steps, 7.5, res, args.warmup, args.repeats, args.device)))
+        rows.append(
+            (
+                f"teacher DDIM {args.teacher_steps} steps, CFG 7.5",
+                time_setting(teacher, args.teacher_steps, 7.5, res, args.warmup, args.repeats, args.device),
+            )
+        )
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"pipeline latency: preset {args.preset}, {res} px, batch 1, {args.dtype}, {gpu}, "
           f"{args.repeats} timed calls after {args.warmup} warm-up")  # fmt: skip

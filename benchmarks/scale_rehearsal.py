@@ -199,8 +199,9 @@ def table(rows: list[dict]) -> str:
         losses = ", ".join(f"{v:.4g}" for v in r["losses"]) if r["exit"] == 0 else f"FAILED (exit {r['exit']})"
         est = planner_estimate(ROOT / "configs" / f"{r['recipe']}.yaml", r["sets"])
         est = f"{est:.1f}" if est else "-"
-        lines.append(f"| {r['recipe']} | {needed} | {losses}{'' if r['finite'] or r['exit'] else ' NON-FINITE'} | "
-                     f"{r['s_per_step'] or '-'} | {r['peak_rss_gib']:.1f} | {est} | {r.get('reload', '-')} |")  # fmt: skip
+        bad = "" if r["finite"] or r["exit"] else " NON-FINITE"
+        lines.append(f"| {r['recipe']} | {needed} | {losses}{bad} | {r['s_per_step'] or '-'} | "
+                     f"{r['peak_rss_gib']:.1f} | {est} | {r.get('reload', '-')} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -224,10 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows)
     print(text)
     if args.publish:
-        publish(text, ROOT / "benchmarks" / "RESULTS.md", "scale-rehearsal",
-                "Scale rehearsal: every SD-2.1 recipe at its true shapes, CPU (benchmarks/scale_rehearsal.py)", [])
-    return 0 if all(r["exit"] == 0 and r["finite"] and r.get("reload", "").strip().endswith(" finite")
-                    for r in rows) else 1
+        publish(
+            text,
+            ROOT / "benchmarks" / "RESULTS.md",
+            "scale-rehearsal",
+            "Scale rehearsal: every SD-2.1 recipe at its true shapes, CPU (benchmarks/scale_rehearsal.py)",
+            [],
+        )
+    return (
+        0
+        if all(r["exit"] == 0 and r["finite"] and r.get("reload", "").strip().endswith(" finite") for r in rows)
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,13 @@ SWITCHES["channels_last"] = ["model.channels_last=true"]
 # Not a speed switch but a mode whose memory users ask about: LCM-LoRA (adapters only train; the base UNet is the
 # teacher). Compare rows "lora" and "lora+frozen_bf16" (base weights fp32 vs model.frozen_dtype=bf16).
 SWITCHES["lora"] = ["model.lora.enabled=true", "train.ema_decay=0"]
-OFF = ["model.frozen_dtype=fp32", "train.ema_impl=loop", "model.compile=false", "optim.use_8bit_adam=false",
-       "model.channels_last=false"]
+OFF = [
+    "model.frozen_dtype=fp32",
+    "train.ema_impl=loop",
+    "model.compile=false",
+    "optim.use_8bit_adam=false",
+    "model.channels_last=false",
+]
 ROWS = ["baseline", *SPEED_SWITCHES, "all"]
 
 PRESETS = {  # sd21*: random-weight SD 2.1 networks at their true shapes (lcm_distill.testing.sd21)
@@ -190,7 +195,8 @@ def run_worker(spec: dict) -> dict:
     tflops_s = PASSES[cfg.objective.kind] * samples * flops / med / 1e12
     return {"row": spec["row"], "samples_s": samples / med, "step_s": med, "first_step_s": first,
             "peak_gib": peak / 2**30, "memory": "cuda max allocated" if cuda else "process peak RSS",
-            "unet_gflop_per_sample": flops / 1e9, "unet_tflops_s": tflops_s, "loss": step(spec["warmup"] + spec["steps"]),
+            "unet_gflop_per_sample": flops / 1e9, "unet_tflops_s": tflops_s,
+            "loss": step(spec["warmup"] + spec["steps"]),
             "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
 
 
@@ -230,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each row's process")
     ap.add_argument("--workdir", default=None, help="keep assets here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="the device's dense bf16 peak for the MFU column (default: known for H100/H200, else none)")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense bf16 peak for the MFU column (default: known for H100/H200, else none)",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:

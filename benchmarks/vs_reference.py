@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Our LCD step against diffusers' train_lcm_distill_sd_wds.py, side by side, on the same teacher and shards.
 
-    python benchmarks/vs_reference.py --reference-script ~/src/diffusers/examples/consistency_distillation/train_lcm_distill_sd_wds.py \
-        [--configs tiny,small] [--repeats 2] [--publish]
+    python benchmarks/vs_reference.py [--configs tiny,small] [--repeats 2] [--publish] \
+        --reference-script ~/src/diffusers/examples/consistency_distillation/train_lcm_distill_sd_wds.py
 
 The reference script is run from the user's diffusers checkout (never copied here) through a launcher that only
 wraps it (--reference-script). Both tools get: the same random-weight teacher folder (written here), the same
@@ -46,8 +46,10 @@ CONFIGS = {  # name -> UNet channels, image size (the VAE downsamples 8x: tiny 8
     "sd21": {"variant": "sd21-base", "resolution": 512},  # random-weight SD 2.1-base at its true shapes (GPU)
 }
 # --precision gpu: the reference as shipped (fp16 autocast) against ours in bf16 with frozen bf16 networks
-PRECISION = {"fp32": {"reference": "no", "ours": ["train.mixed_precision=no", "model.frozen_dtype=fp32"]},
-             "gpu": {"reference": "fp16", "ours": ["train.mixed_precision=bf16", "model.frozen_dtype=bf16"]}}
+PRECISION = {
+    "fp32": {"reference": "no", "ours": ["train.mixed_precision=no", "model.frozen_dtype=fp32"]},
+    "gpu": {"reference": "fp16", "ours": ["train.mixed_precision=bf16", "model.frozen_dtype=bf16"]},
+}
 PEAK = r"""
 import atexit, runpy, sys, torch
 def _peak():
@@ -57,7 +59,9 @@ atexit.register(_peak)
 """
 BATCH, N_SAMPLES = 8, 256
 
-LAUNCHER = PEAK + r'''
+LAUNCHER = (
+    PEAK
+    + r'''
 """Runs diffusers' train_lcm_distill_sd_wds.py unmodified, with two wrappers (see benchmarks/vs_reference.py)."""
 import importlib.util
 script = sys.argv[1]
@@ -76,6 +80,7 @@ _group = mod.group_by_keys_nothrow
 mod.group_by_keys_nothrow = lambda data, *a, **k: _group((s for s in data if "fname" in s), *a, **k)
 mod.main(mod.parse_args())
 '''
+)
 
 
 def build_teacher(out: Path, spec: dict) -> Path:
@@ -97,7 +102,8 @@ def build_teacher(out: Path, spec: dict) -> Path:
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
                         latent_channels=4)  # fmt: skip
-    pipe = StableDiffusionPipeline(unet=tiny_unet(block_out_channels=channels), vae=vae, text_encoder=tiny_text_encoder(),
+    unet = tiny_unet(block_out_channels=channels)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=tiny_text_encoder(),
                                    tokenizer=tiny_tokenizer(out.parent / f".{out.name}-tok"),
                                    scheduler=DDIMScheduler(**tiny_scheduler_config("epsilon")), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)  # fmt: skip
@@ -157,10 +163,12 @@ def variant_sets(variant: str, cache: Path | None) -> list[str]:
     return [o.format(cache=cache) for t in tokens[1:] for o in OUR_SWITCHES[t]]
 
 
-def ours_argv(teacher: Path, shards: str, res: int, steps: int, out: Path, extra: list[str] | None = None,
-              precision: str = "fp32") -> list[str]:
+def ours_argv(
+    teacher: Path, shards: str, res: int, steps: int, out: Path, extra: list[str] | None = None, precision: str = "fp32"
+) -> list[str]:
     sets = [f"model.teacher={teacher}", "model.omega_embed_dim=256", "data.source=webdataset", f"data.shards={shards}",
-            f"data.resolution={res}", "data.center_crop=true", "data.num_workers=1", f"train.per_device_batch_size={BATCH}",
+            f"data.resolution={res}", "data.center_crop=true", "data.num_workers=1",
+            f"train.per_device_batch_size={BATCH}",
             f"train.max_train_steps={steps}", "objective.loss=huber", "objective.huber_c=0.001",
             "objective.omega_min=5", "objective.omega_max=15", "objective.omega_fixed=null", "optim.learning_rate=1e-4",
             "optim.lr_warmup_steps=0", "train.ema_decay=0.95", *PRECISION[precision]["ours"],
@@ -197,7 +205,7 @@ def build_cache(args, teacher: Path, shards: str, res: int, work: Path) -> tuple
     cfg = ours_argv(teacher, shards, res, 1, work / "cache-cfg", [], args.precision)
     from lcm_distill.cli.train import parse_run
 
-    _, c = parse_run(cfg[cfg.index("--config"):], "lcd", "train_lcd.py")
+    _, c = parse_run(cfg[cfg.index("--config") :], "lcd", "train_lcd.py")
     (work / "cache.yaml").write_text(c.to_yaml())
     wall, *_ = run([sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(work / "cache.yaml"), "--out",
                    str(cache), "--batch-size", str(BATCH), "--overwrite"], work / "logs" / "cache.log")  # fmt: skip
@@ -253,37 +261,52 @@ def table(results: list[dict]) -> str:
             ratio = ", ".join(f"{r / o:.2f}x" for r, o in zip(ref, s, strict=True))
             cuda = row.get("cuda_peak_gib")
             mem = f"{cuda:.2f} ({cuda / ref_cuda:.2f}x)" if cuda and ref_cuda else "-"
-            lines.append(f"| {cfg} | {tool} | {', '.join(f'{v:.3f}' for v in s)} | "
-                         f"{BATCH / statistics.median(s):.1f} | {ratio} | {row['peak_rss_gib']:.2f} | {mem} |")  # fmt: skip
+            per = ", ".join(f"{v:.3f}" for v in s)
+            lines.append(f"| {cfg} | {tool} | {per} | {BATCH / statistics.median(s):.1f} | {ratio} | "
+                         f"{row['peak_rss_gib']:.2f} | {mem} |")  # fmt: skip
         if res.get("cache_s_per_sample") and "ours+cache" in res["rows"]:
             saved = statistics.median(res["rows"]["ours"]["s_per_step"]) - statistics.median(
-                res["rows"]["ours+cache"]["s_per_step"])
+                res["rows"]["ours+cache"]["s_per_step"]
+            )
             per_epoch = saved * N_SAMPLES / BATCH
             pays = f"after {res['cache_s_per_sample'] * N_SAMPLES / per_epoch:.1f} epochs" if saved > 0 else "never"
             notes.append(f"- {res['config']}: building the cache cost {res['cache_s_per_sample']:.3f} s/sample "
                          f"(one lcm-distill-cache process, start-up included); it saves {saved:.3f} s/step, so it "
                          f"pays for itself {pays}.")  # fmt: skip
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference-script", type=Path, required=True,
-                   help="train_lcm_distill_sd_wds.py in a diffusers source checkout")
+    p.add_argument(
+        "--reference-script",
+        type=Path,
+        required=True,
+        help="train_lcm_distill_sd_wds.py in a diffusers source checkout",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "vs-reference")
     p.add_argument("--configs", default="tiny,small", help=f"comma-separated: {', '.join(CONFIGS)}")
     p.add_argument("--steps-short", type=int, default=10)
     p.add_argument("--steps-long", type=int, default=60)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--ours", default="ours,ours+cache",
-                   help="our variants to time: 'ours' plus '+cache' / '+channels_last', comma-separated")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISION),
-                   help="fp32: both in fp32 (CPU); gpu: the reference as shipped (fp16 autocast) vs ours in bf16")
+    p.add_argument(
+        "--ours",
+        default="ours,ours+cache",
+        help="our variants to time: 'ours' plus '+cache' / '+channels_last', comma-separated",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISION),
+        help="fp32: both in fp32 (CPU); gpu: the reference as shipped (fp16 autocast) vs ours in bf16",
+    )
     p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     if not args.reference_script.is_file():
-        p.error(f"--reference-script {args.reference_script}: no such file (examples/consistency_distillation/"
-                "train_lcm_distill_sd_wds.py of a diffusers checkout)")
+        p.error(
+            f"--reference-script {args.reference_script}: no such file (examples/consistency_distillation/"
+            "train_lcm_distill_sd_wds.py of a diffusers checkout)"
+        )
     names = [c for c in args.configs.split(",") if c]
     if unknown := [c for c in names if c not in CONFIGS]:
         p.error(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
@@ -301,8 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         from benchmarks.bench_runner import publish
 
-        publish(text, ROOT / "benchmarks" / "RESULTS.md", "vs-reference",
-                "Our LCD step vs diffusers' train_lcm_distill_sd_wds.py, side by side (benchmarks/vs_reference.py)", [])
+        publish(
+            text,
+            ROOT / "benchmarks" / "RESULTS.md",
+            "vs-reference",
+            "Our LCD step vs diffusers' train_lcm_distill_sd_wds.py, side by side (benchmarks/vs_reference.py)",
+            [],
+        )
     return 0
 
 

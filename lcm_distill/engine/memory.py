@@ -92,7 +92,9 @@ def count_parameters(cfg: Config) -> Sizes:
     lcd = cfg.objective.kind == "lcd"
     source = model_source(cfg.model, with_teacher=lcd)
     unet_cfg = _config(source, "unet", cfg.model.revision)
-    if unet_cfg.get("time_cond_proj_dim") is None and not (cfg.model.lora.enabled and not cfg.model.lora.omega_conditioned):
+    if unet_cfg.get("time_cond_proj_dim") is None and not (
+        cfg.model.lora.enabled and not cfg.model.lora.omega_conditioned
+    ):
         unet_cfg["time_cond_proj_dim"] = cfg.model.omega_embed_dim  # the student's omega input
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_cfg)
@@ -123,8 +125,9 @@ def architecture_key(unet_cfg: dict) -> str:
     """What decides a UNet's activations (channels, depth, heads, context width, upcast attention)."""
     heads = unet_cfg.get("attention_head_dim")
     heads = "-".join(map(str, heads)) if isinstance(heads, list | tuple) else str(heads)
+    upcast = "upcast" if unet_cfg.get("upcast_attention") else "plain"
     return (f"unet/c{'-'.join(map(str, unet_cfg['block_out_channels']))}/l{unet_cfg.get('layers_per_block')}"
-            f"/h{heads}/x{unet_cfg.get('cross_attention_dim')}/{'upcast' if unet_cfg.get('upcast_attention') else 'plain'}"
+            f"/h{heads}/x{unet_cfg.get('cross_attention_dim')}/{upcast}"
             f"/{'-'.join(b[:4] for b in unet_cfg['down_block_types'])}")  # fmt: skip
 
 
@@ -143,9 +146,16 @@ def load_activation_table() -> dict:
     return json.loads(ACTIVATIONS_FILE.read_text()) if ACTIVATIONS_FILE.is_file() else {}
 
 
-def estimate(cfg: Config, processes: int = 1, zero2: bool = False, device: str = "cuda",
-             device_gib: float | None = None, sizes: Sizes | None = None, table: dict | None = None,
-             suggest: bool = True) -> MemoryPlan:
+def estimate(
+    cfg: Config,
+    processes: int = 1,
+    zero2: bool = False,
+    device: str = "cuda",
+    device_gib: float | None = None,
+    sizes: Sizes | None = None,
+    table: dict | None = None,
+    suggest: bool = True,
+) -> MemoryPlan:
     """The per-process memory of ``cfg`` (see module docstring). ``device="cpu"``: the run's CPU policy (no
     autocast) is not modelled differently; activations are those of train.mixed_precision."""
     s = sizes or count_parameters(cfg)
@@ -163,8 +173,11 @@ def estimate(cfg: Config, processes: int = 1, zero2: bool = False, device: str =
     else:
         add("student UNet", s.unet * 4, f"{s.unet / 1e6:.1f}M x fp32")
     add("gradients", trainable * 4 / shard, "fp32" + (f", ZeRO-2 / {shard}" if shard > 1 else ""))
-    add("optimiser states", trainable * opt_bytes / shard,
-        ("8-bit AdamW, 2 B/param" if o.use_8bit_adam else "AdamW, 2 x fp32") + (f", / {shard}" if shard > 1 else ""))
+    add(
+        "optimiser states",
+        trainable * opt_bytes / shard,
+        ("8-bit AdamW, 2 B/param" if o.use_8bit_adam else "AdamW, 2 x fp32") + (f", / {shard}" if shard > 1 else ""),
+    )
     if processes > 1 and not zero2:
         add("DDP gradient buckets", trainable * 4, "one more gradient copy")
     if t.ema_decay > 0:
@@ -184,8 +197,11 @@ def estimate(cfg: Config, processes: int = 1, zero2: bool = False, device: str =
     else:
         b = t.per_device_batch_size
         add("activations: student fwd+bwd", held * b, f"{held / GIB:.2f} GiB/sample x {b} ({train_kind})")
-        add("activations: teacher/target fwd", nograd * (2 * b if lcd else b),
-            f"{nograd / GIB:.2f} GiB/sample x {2 * b if lcd else b} (no grad)")
+        add(
+            "activations: teacher/target fwd",
+            nograd * (2 * b if lcd else b),
+            f"{nograd / GIB:.2f} GiB/sample x {2 * b if lcd else b} (no grad)",
+        )
     plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
     if suggest and plan.fits is False:
         plan.suggestions = _suggestions(cfg, processes, zero2, device, device_gib, s, table)
@@ -194,28 +210,28 @@ def estimate(cfg: Config, processes: int = 1, zero2: bool = False, device: str =
 
 def _suggestions(cfg, processes, zero2, device, device_gib, sizes, table) -> list[tuple[str, float]]:
     """Switches in the order they cost least (speed, then method), applied cumulatively until the plan fits."""
-    changes: list[tuple[str, Any]] = []
-    if not cfg.model.gradient_checkpointing:
-        changes.append(("model.gradient_checkpointing=true", lambda c: replace(c, model=replace(c.model, gradient_checkpointing=True))))
-    if cfg.model.frozen_dtype == "fp32":
-        changes.append(("model.frozen_dtype=bf16", lambda c: replace(c, model=replace(c.model, frozen_dtype="bf16"))))
-    if not cfg.optim.use_8bit_adam:
-        changes.append(("optim.use_8bit_adam=true", lambda c: replace(c, optim=replace(c.optim, use_8bit_adam=True))))
-    zero = zero2
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    changes: list[tuple[str, str, dict]] = []  # (what to type, section, its new values)
+    if not m.gradient_checkpointing:
+        changes.append(("model.gradient_checkpointing=true", "model", {"gradient_checkpointing": True}))
+    if m.frozen_dtype == "fp32":
+        changes.append(("model.frozen_dtype=bf16", "model", {"frozen_dtype": "bf16"}))
+    if not o.use_8bit_adam:
+        changes.append(("optim.use_8bit_adam=true", "optim", {"use_8bit_adam": True}))
     if processes > 1 and not zero2:
-        changes.append(("--zero2 (configs/accelerate/deepspeed_zero2.yaml)", "zero2"))
-    b, acc = cfg.train.per_device_batch_size, cfg.train.gradient_accumulation_steps
-    while b > 1:
+        changes.append(("--zero2 (configs/accelerate/deepspeed_zero2.yaml)", "zero2", {}))
+    b, acc = t.per_device_batch_size, t.gradient_accumulation_steps
+    while b > 1:  # the same global batch through gradient accumulation
         b, acc = b // 2, acc * 2
-        changes.append((f"train.per_device_batch_size={b} train.gradient_accumulation_steps={acc}",
-                        (lambda b, acc: lambda c: replace(c, train=replace(c.train, per_device_batch_size=b,
-                                                                           gradient_accumulation_steps=acc)))(b, acc)))  # fmt: skip
+        changes.append((f"train.per_device_batch_size={b} train.gradient_accumulation_steps={acc}", "train",
+                        {"per_device_batch_size": b, "gradient_accumulation_steps": acc}))  # fmt: skip
     out: list[tuple[str, float]] = []
-    for name, change in changes:
-        if change == "zero2":
+    zero = zero2
+    for name, section, values in changes:
+        if section == "zero2":
             zero = True
         else:
-            cfg = change(cfg)
+            cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
         plan = estimate(cfg, processes, zero, device, device_gib, sizes, table, suggest=False)
         out.append((name, plan.total_gib))
         if plan.fits:
@@ -245,5 +261,7 @@ def _config(source: str, subfolder: str, revision: str | None = None) -> dict:
                 if subfolder == "text_encoder":
                     return sd21.sd21_text_config()
                 return sd21.sd21_unet_config(variant) if subfolder == "unet" else sd21.sd21_vae_config(variant)
-        raise FileNotFoundError(f"{source}/{subfolder}/config.json: not a folder and not reachable on the Hub "
-                                f"({type(err).__name__}); the memory plan needs the network configs.") from err  # fmt: skip
+        raise FileNotFoundError(
+            f"{source}/{subfolder}/config.json: not a folder and not reachable on the Hub "
+            f"({type(err).__name__}); the memory plan needs the network configs."
+        ) from err

@@ -124,8 +124,10 @@ def sd21_components(variant: str, work_dir: str | Path, seed: int = 0) -> dict[s
     }
     counts = parameter_counts(comps)
     if counts != SD21_PARAMS:
-        raise RuntimeError(f"{variant}: parameter counts {counts} differ from SD 2.1's {SD21_PARAMS}; did a "
-                           "diffusers/transformers upgrade change the networks? Update lcm_distill/testing/sd21.py.")  # fmt: skip
+        raise RuntimeError(
+            f"{variant}: parameter counts {counts} differ from SD 2.1's {SD21_PARAMS}; did a diffusers or "
+            "transformers upgrade change the networks? Update lcm_distill/testing/sd21.py."
+        )
     return comps
 
 

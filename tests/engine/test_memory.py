@@ -22,8 +22,9 @@ def lines(plan) -> dict[str, float]:
 
 
 def cfg_of(*sets: str):
-    base = ["model.teacher=unused", "data.resolution=128", "train.per_device_batch_size=2", "train.mixed_precision=bf16",
-            "model.frozen_dtype=bf16", "train.ema_decay=0.95", "data.dataset=unused"]  # fmt: skip
+    base = ["model.teacher=unused", "data.resolution=128", "train.per_device_batch_size=2",
+            "train.mixed_precision=bf16", "model.frozen_dtype=bf16", "train.ema_decay=0.95",
+            "data.dataset=unused"]  # fmt: skip
     return load_config(None, [*base, *sets])
 
 
@@ -86,8 +87,8 @@ def test_fit_verdict_and_suggestions_apply_until_it_fits():
     assert plan.fits is False and total > 22.5
     changes = [c for c, _ in plan.suggestions]
     assert changes[0] == "model.gradient_checkpointing=true" and changes[1] == "optim.use_8bit_adam=true"
-    assert plan.suggestions[-1][1] <= 24 - 1.5 and all(a > b for (_, a), (_, b) in zip(plan.suggestions,
-                                                                                      plan.suggestions[1:]))  # fmt: skip
+    totals = [t for _, t in plan.suggestions]
+    assert totals[-1] <= 24 - 1.5 and totals == sorted(totals, reverse=True)  # each switch saves, the last fits
     text = plan.render()
     assert "does NOT fit on a 24 GiB device" in text and "to fit: optim.use_8bit_adam=true" in text
     assert estimate(cfg_of(), device_gib=80, sizes=SIZES, table=TABLE).fits is True

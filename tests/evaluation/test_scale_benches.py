@@ -37,7 +37,7 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_kit(tmp_path):
     assert json.loads((tmp_path / "out" / "train_step.json").read_text())["results"][0]["loss"] > 0
 
 
-FAKE_REFERENCE = '''
+FAKE_REFERENCE = """
 import sys, torch
 def group_by_keys_nothrow(data, *a, **k):
     for s in data:
@@ -51,7 +51,7 @@ def main(args):
         z = torch.ones(2, 2) @ torch.ones(2, 2)
     names = list(group_by_keys_nothrow([{"fname": "a.jpg"}, {"__url__": "shard-0.tar"}, {"fname": "b.jpg"}]))
     print("RESULT", y.dtype, z.dtype, names, args)
-'''
+"""
 
 
 def test_reference_launcher_wraps_without_editing_the_script(tmp_path):
@@ -72,12 +72,18 @@ def test_vs_reference_argv_match_and_table_math(tmp_path):
     from lcm_distill.cli.train import parse_run
 
     vs = load("vs_reference")
-    argv = vs.ours_argv(Path("/t"), "/s/{00000..00003}.tar", 64, 10, tmp_path / "run",
-                        vs.variant_sets("ours+cache+channels_last", Path("/c")))
+    argv = vs.ours_argv(
+        Path("/t"),
+        "/s/{00000..00003}.tar",
+        64,
+        10,
+        tmp_path / "run",
+        vs.variant_sets("ours+cache+channels_last", Path("/c")),
+    )
     assert "data.cache_dir=/c" in argv and "model.channels_last=true" in argv
     with pytest.raises(ValueError, match="--ours"):
         vs.variant_sets("ours+turbo", None)
-    _, cfg = parse_run(argv[argv.index("--config"):], "lcd", "train_lcd.py")
+    _, cfg = parse_run(argv[argv.index("--config") :], "lcd", "train_lcd.py")
     assert cfg.data.cache_dir == "/c" and cfg.model.channels_last
     o, t = cfg.objective, cfg.train
     assert (t.per_device_batch_size, t.max_train_steps, t.ema_decay, t.mixed_precision) == (vs.BATCH, 10, 0.95, "no")
@@ -92,7 +98,8 @@ def test_vs_reference_argv_match_and_table_math(tmp_path):
     result = {"config": "tiny", "channels": [32, 64], "resolution": 64, "precision": "fp32", "cache_s_per_sample": 0.5,
               "rows": {"reference": {"s_per_step": [0.3, 0.2], "peak_rss_gib": 1.0, "cuda_peak_gib": 10.0},
                        "ours": {"s_per_step": [0.2, 0.1], "peak_rss_gib": 1.0, "cuda_peak_gib": 6.0},
-                       "ours+cache": {"s_per_step": [0.1, 0.1], "peak_rss_gib": 1.0, "cuda_peak_gib": 5.0}}}  # fmt: skip
+                       "ours+cache": {"s_per_step": [0.1, 0.1], "peak_rss_gib": 1.0,
+                                      "cuda_peak_gib": 5.0}}}  # fmt: skip
     text = vs.table([result])
     assert "| ours | 0.200, 0.100 | 53.3 | 1.50x, 2.00x | 1.00 | 6.00 (0.60x) |" in text
     # the cache saves 0.05 s/step = 1.6 s per 256-sample epoch; it cost 0.5 s/sample = 128 s: 80 epochs
@@ -114,7 +121,11 @@ def test_rehearsal_overrides_are_valid_for_every_shipped_recipe(recipe, tmp_path
     # the method is the recipe's: everything that decides the objective and the networks is untouched
     assert cfg.objective == shipped.objective and cfg.optim == shipped.optim
     assert (cfg.model.lora, cfg.model.frozen_dtype, cfg.train.mixed_precision, cfg.train.ema_decay) == (
-        shipped.model.lora, shipped.model.frozen_dtype, shipped.train.mixed_precision, shipped.train.ema_decay)
+        shipped.model.lora,
+        shipped.model.frozen_dtype,
+        shipped.train.mixed_precision,
+        shipped.train.ema_decay,
+    )
 
 
 def test_rehearsal_keeps_only_what_a_later_recipe_starts_from(tmp_path):
@@ -128,7 +139,8 @@ def test_rehearsal_keeps_only_what_a_later_recipe_starts_from(tmp_path):
         assert {p.name for p in run.iterdir()} == kept
     row = {"recipe": "lcd_sd21_base_512", "needed": [("optim.use_8bit_adam=true", "RAM")], "exit": 0,
            "losses": [0.5, float("nan")], "finite": False, "s_per_step": 40.0, "peak_rss_gib": 20.3,
-           "sets": ["data.dataset=/d", "model.teacher=stabilityai/stable-diffusion-2-1-base"], "reload": "x"}  # fmt: skip
+           "sets": ["data.dataset=/d", "model.teacher=stabilityai/stable-diffusion-2-1-base"],
+           "reload": "x"}  # fmt: skip
     text = reh.table([row])
     assert "NON-FINITE" in text and "`optim.use_8bit_adam=true` (RAM)" in text and "| 40.0 | 20.3 |" in text
 
