@@ -88,7 +88,7 @@ def read_losses(logs: Path) -> list[tuple[int, float, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rows = []
-    for events in sorted(logs.rglob("events.out.tfevents.*")):
+    for events in sorted(logs.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)[-1:]:  # this run's
         acc = EventAccumulator(str(events))
         acc.Reload()
         if "loss" in acc.Tags().get("scalars", []):
@@ -155,7 +155,11 @@ def rehearse(out: Path, recipe: str) -> dict:
     sets += [*COMMON, f"train.output_dir={run}", *(o for o, _ in needed)]
     config = ROOT / "configs" / f"{recipe}.yaml"
     argv = [sys.executable, str(ROOT / f"train_{kind}.py"), "--config", str(config), "--overwrite", "--set", *sets]
-    run.mkdir(parents=True, exist_ok=True)
+    if run.exists():  # a rehearsal starts clean: old event files would mix into the losses
+        import shutil
+
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
     print(f"[rehearsal] {recipe}: training", flush=True)
     rc, wall, rss = run_measured(argv, run.parent / f"{recipe}.train.log")
     row = {"recipe": recipe, "needed": needed, "exit": rc, "wall_s": round(wall, 1), "peak_rss_gib": round(rss, 2),
