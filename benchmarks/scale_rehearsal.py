@@ -96,8 +96,10 @@ def read_losses(logs: Path) -> list[tuple[int, float, float]]:
     return sorted(rows)
 
 
-def run_measured(argv: list[str], log: Path) -> tuple[int, float, float]:
-    """(exit code, wall s, peak RSS GiB) of a child process, its output into ``log``."""
+def run_measured(argv: list[str], log: Path, samples: list | None = None) -> tuple[int, float, float]:
+    """(exit code, wall s, peak RSS GiB) of a child process, its output into ``log``; ``samples`` receives
+    (time.time(), RSS GiB) every 0.2 s, so a phase's peak can be read off by its timestamps."""
+    import threading
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
     t0 = time.perf_counter()
@@ -105,7 +107,22 @@ def run_measured(argv: list[str], log: Path) -> tuple[int, float, float]:
         fh.write("$ " + shlex.join(argv) + "\n")
         fh.flush()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.2):
+                try:
+                    with open(f"/proc/{proc.pid}/status") as st:
+                        kb = next(int(ln.split()[1]) for ln in st if ln.startswith("VmRSS"))
+                except (OSError, StopIteration):
+                    return
+                if samples is not None:
+                    samples.append((time.time(), kb / 2**20))
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 2**20
 
@@ -161,13 +178,17 @@ def rehearse(out: Path, recipe: str) -> dict:
         shutil.rmtree(run)
     run.mkdir(parents=True)
     print(f"[rehearsal] {recipe}: training", flush=True)
-    rc, wall, rss = run_measured(argv, run.parent / f"{recipe}.train.log")
+    samples: list[tuple[float, float]] = []
+    rc, wall, rss = run_measured(argv, run.parent / f"{recipe}.train.log", samples)
     row = {"recipe": recipe, "needed": needed, "exit": rc, "wall_s": round(wall, 1), "peak_rss_gib": round(rss, 2),
            "sets": sets}  # fmt: skip
     losses = read_losses(run / "logs") if rc == 0 else []
     row["losses"] = [round(v, 6) for _, v, _ in losses]
     row["finite"] = bool(losses) and all(v == v and abs(v) != float("inf") for _, v, _ in losses)
     row["s_per_step"] = round(losses[1][2] - losses[0][2], 1) if len(losses) >= 2 else None
+    # RSS during the second step (from its start, the first step's log, to its log): weights, states, activations
+    step2 = [r for t, r in samples if len(losses) >= 2 and losses[0][2] <= t <= losses[1][2]]
+    row["step_rss_gib"] = round(max(step2), 2) if step2 else None
     if rc == 0:
         lora = (run / "lora").is_dir()
         folder, what = (run / "lora", "lora") if lora else ((run / "target") if (run / "target").is_dir()
@@ -196,8 +217,8 @@ def free_disk(run: Path, recipe: str) -> None:
 
 def table(rows: list[dict]) -> str:
     lines = ["| recipe | overrides beyond the common ones (why) | losses (steps 1, 2) | s/step | peak RSS GiB | "
-             "planner GiB | export, reloaded in stock diffusers |",
-             "|---|---|---|---:|---:|---:|---|"]  # fmt: skip
+             "RSS in step 2 GiB | planner GiB | export, reloaded in stock diffusers |",
+             "|---|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in rows:
         needed = "; ".join(f"`{o}` ({why})" for o, why in r["needed"]) or "none"
         losses = ", ".join(f"{v:.4g}" for v in r["losses"]) if r["exit"] == 0 else f"FAILED (exit {r['exit']})"
@@ -205,7 +226,8 @@ def table(rows: list[dict]) -> str:
         est = f"{est:.1f}" if est else "-"
         bad = "" if r["finite"] or r["exit"] else " NON-FINITE"
         lines.append(f"| {r['recipe']} | {needed} | {losses}{bad} | {r['s_per_step'] or '-'} | "
-                     f"{r['peak_rss_gib']:.1f} | {est} | {r.get('reload', '-')} |")  # fmt: skip
+                     f"{r['peak_rss_gib']:.1f} | {r.get('step_rss_gib') or '-'} | {est} | "
+                     f"{r.get('reload', '-')} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -142,7 +142,7 @@ def test_rehearsal_keeps_only_what_a_later_recipe_starts_from(tmp_path):
            "sets": ["data.dataset=/d", "model.teacher=stabilityai/stable-diffusion-2-1-base"],
            "reload": "x"}  # fmt: skip
     text = reh.table([row])
-    assert "NON-FINITE" in text and "`optim.use_8bit_adam=true` (RAM)" in text and "| 40.0 | 20.3 |" in text
+    assert "NON-FINITE" in text and "`optim.use_8bit_adam=true` (RAM)" in text and "| 40.0 | 20.3 | - |" in text
 
 
 def test_activation_worker_measures_a_tiny_unet():
