@@ -34,13 +34,13 @@ start=$(date +%s)
 stamp() { echo "[gpu_check] $1 ($(( $(date +%s) - start )) s)"; }
 
 if [ "$TINY" = 1 ]; then
-  STEP=(--preset tiny --batch-size 2 --steps 2 --warmup 1 --rows baseline,cache+fused_ema+channels_last)
+  STEP=(--preset tiny --batch-size 2 --steps 2 --warmup 1 --rows baseline,cache+fused_ema+fused_adam+channels_last)
   LAT=(--preset tiny --device cpu --lcm-steps 1 2 --teacher-steps 2 --repeats 1 --warmup 0)
   V768=(--preset tiny_v --steps 1 --warmup 1 --rows frozen_bf16)
 else
-  rows=baseline,frozen_bf16,cache,fused_ema,channels_last,adam8,cache+frozen_bf16+fused_ema
-  rows+=,cache+frozen_bf16+fused_ema+channels_last,cache+frozen_bf16+fused_ema+adam8
-  [ "${GPU_CHECK_COMPILE:-0}" = 1 ] && rows+=,cache+frozen_bf16+fused_ema+compile
+  rows=baseline,frozen_bf16,cache,fused_ema,fused_adam,channels_last,adam8,cache+frozen_bf16+fused_ema+fused_adam
+  rows+=,cache+frozen_bf16+fused_ema+fused_adam+channels_last,cache+frozen_bf16+fused_ema+adam8
+  [ "${GPU_CHECK_COMPILE:-0}" = 1 ] && rows+=,cache+frozen_bf16+fused_ema+fused_adam+compile
   STEP=(--preset sd21 --batch-size 8 --steps 10 --warmup 2 --rows "$rows" --workdir "$OUT/sd21")
   LAT=(--preset sd21-base --device cuda --dtype fp16 --repeats 3 --warmup 1)
   V768=(--preset sd21_768 --steps 1 --warmup 1 --rows frozen_bf16 --workdir "$OUT/sd21_768")

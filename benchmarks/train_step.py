@@ -8,8 +8,10 @@ test: numbers depend on the machine; the loss equality of every switch is tested
 Rows: "baseline" (VAE + text encoder every step, frozen nets fp32, per-tensor EMA loop, eager), one row per switch
 turned on alone, and "all" (every switch on). The teacher's cond/uncond forward is always one batched call
 (not a switch). Switches (config keys): cache = data.cache_dir (precomputed VAE posterior + text embeddings),
-frozen_bf16 = model.frozen_dtype=bf16, fused_ema = train.ema_impl=foreach, compile = model.compile (torch.compile of
-student, target and teacher; the first step, which compiles, is reported separately and excluded from the rate).
+frozen_bf16 = model.frozen_dtype=bf16, fused_ema = train.ema_impl=foreach, fused_adam = optim.adamw_impl=fused,
+compile = model.compile (torch.compile of student, target and teacher; the first step, which compiles, is reported
+separately and excluded from the rate). Measured alone: adam8 (8-bit AdamW), channels_last. --profile N splits N
+more steps into regions (encoders, the three UNets' forwards, backward, clipping, AdamW, EMA, other).
 
 What a step is: the engine's own TrainStep (lcm_distill.engine.step) over the run's ConsistencyStep - encode or read
 cache, student forward+backward, teacher solver step, target forward, gradient clipping, accumulation, AdamW with
@@ -42,6 +44,7 @@ SWITCHES = {  # row name -> config overrides that turn the switch on
     "frozen_bf16": ["model.frozen_dtype=bf16"],
     "fused_ema": ["train.ema_impl=foreach"],
     "compile": ["model.compile=true", "model.compile_backend={backend}"],
+    "fused_adam": ["optim.adamw_impl=fused"],
 }
 SPEED_SWITCHES = list(SWITCHES)  # what "all" turns on
 # Memory / layout switches, measured on their own (not in "all"): 8-bit AdamW (bitsandbytes), channels_last.
@@ -56,6 +59,7 @@ OFF = [
     "model.compile=false",
     "optim.use_8bit_adam=false",
     "model.channels_last=false",
+    "optim.adamw_impl=loop",  # torch.optim.AdamW's choice on CPU (and the anchors')
 ]
 ROWS = ["baseline", *SPEED_SWITCHES, "all"]
 
@@ -133,6 +137,66 @@ PASSES = {"lcd": 6, "lcf": 4}
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16 tensor-core peak (SXM)
 
 
+REGIONS = ("vae_encode", "text_encoder", "student_fwd", "teacher_fwd", "target_fwd", "backward", "clip",
+           "Optimizer.step", "ema", "Optimizer.zero_grad")  # fmt: skip
+
+
+def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
+    """ms per step of each region of the step (torch.profiler, CPU clock), and "other": what no region covers
+    (Python, schedule gathers, the omega embedding, noise slicing, accelerate's wrappers, logging reductions)."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    from lcm_distill.engine import step as step_module
+
+    handles = []
+
+    def region(module, name: str) -> None:
+        box = {}
+
+        def pre(*_):
+            box["rf"] = record_function(name)
+            box["rf"].__enter__()
+
+        def post(*_):
+            box.pop("rf").__exit__(None, None, None)
+
+        handles.extend([module.register_forward_pre_hook(pre), module.register_forward_hook(post)])
+
+    unwrapped = acc.unwrap_model(models.student)
+    for module, name in ((models.text_encoder, "text_encoder"), (unwrapped, "student_fwd"),
+                         (models.teacher, "teacher_fwd"), (models.target, "target_fwd")):  # fmt: skip
+        if module is not None:
+            region(module, name)
+    encode, backward, clip, ema = models.vae.encode, acc.backward, acc.clip_grad_norm_, step_module.ema_update
+
+    def wrap(fn, name):
+        def inner(*a, **k):
+            with record_function(name):
+                return fn(*a, **k)
+
+        return inner
+
+    models.vae.encode, acc.backward, acc.clip_grad_norm_ = (wrap(encode, "vae_encode"), wrap(backward, "backward"),
+                                                           wrap(clip, "clip"))  # fmt: skip
+    step_module.ema_update = wrap(ema, "ema")
+    try:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities) as prof, record_function("step"):
+            run_steps(steps)
+    finally:
+        for h in handles:
+            h.remove()
+        del models.vae.encode
+        acc.backward, acc.clip_grad_norm_, step_module.ema_update = backward, clip, ema
+    totals = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages()}
+    out = {r: sum(v for k, v in totals.items() if k == r or k.startswith(r + "#")) for r in REGIONS}
+    out["student_fwd"] = max(0.0, out["student_fwd"])  # the target forward is a separate module
+    out["step"] = totals.get("step", 0.0)
+    out["other"] = max(0.0, out["step"] - sum(out[r] for r in REGIONS))
+    return out
+
+
 def run_worker(spec: dict) -> dict:
     """One row in this process: load, warm up, time ``steps`` steps."""
     import itertools
@@ -188,6 +252,15 @@ def run_worker(spec: dict) -> dict:
         step(i)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    profiled = None
+    if spec.get("profile"):
+        start = spec["warmup"] + spec["steps"] + 1
+
+        def run_steps(n: int) -> None:
+            for i in range(start, start + n):
+                step(i)
+
+        profiled = profile_regions(models, acc, run_steps, spec["profile"])
     med = statistics.median(times)
     samples = B * cfg.train.gradient_accumulation_steps
     unet_cfg = dict(acc.unwrap_model(student).config)
@@ -197,7 +270,8 @@ def run_worker(spec: dict) -> dict:
             "peak_gib": peak / 2**30, "memory": "cuda max allocated" if cuda else "process peak RSS",
             "unet_gflop_per_sample": flops / 1e9, "unet_tflops_s": tflops_s,
             "loss": step(spec["warmup"] + spec["steps"]),
-            "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None}  # fmt: skip
+            "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None,
+            "profile_ms": profiled}  # fmt: skip
 
 
 def peak_tflops(gpu: str | None, given: float | None) -> float | None:
@@ -224,6 +298,20 @@ def table(results: list[dict], peak: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[dict]) -> str:
+    """Rows: regions of the step; columns: benchmark rows; ms per step (profiler clock, which adds overhead)."""
+    done = [r for r in results if r.get("profile_ms")]
+    lines = ["| region (ms/step) | " + " | ".join(r["row"] for r in done) + " |",
+             "|---|" + "---:|" * len(done)]  # fmt: skip
+    for region in (*REGIONS, "other", "step"):
+        cells = []
+        for r in done:
+            p = r["profile_ms"]
+            cells.append(f"{p[region]:.1f} ({p[region] / p['step']:.0%})" if p["step"] else "-")
+        lines.append(f"| {region} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=list(PRESETS), default="tiny")
@@ -236,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each row's process")
     ap.add_argument("--workdir", default=None, help="keep assets here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after timing, profile this many steps per row and print ms per region of the step")
     ap.add_argument(
         "--peak-tflops",
         type=float,
@@ -261,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row in rows:
         spec = {"row": row, "config": assets["config"], "steps": args.steps, "warmup": max(1, args.warmup),
+                "profile": args.profile,
                 "overrides": row_overrides(row, assets["cache"], args.compile_backend)}  # fmt: skip
         cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
         cmd += ["--threads", str(args.threads)] if args.threads else []
@@ -278,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
           f"device {first.get('gpu') or first.get('device')}, compile backend {args.compile_backend}, "
           f"mixed precision {preset['mixed_precision']}, threads {threads}")  # fmt: skip
     print(table(results, peak_tflops(first.get("gpu"), args.peak_tflops)))
+    if args.profile:
+        print(profile_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     return 0 if all("error" not in r for r in results) else 1

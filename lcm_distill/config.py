@@ -128,6 +128,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     adam_epsilon: float = 1e-8
     use_8bit_adam: bool = False
+    adamw_impl: str = "fused"  # fused: one multi-tensor kernel (CPU, CUDA) | foreach | loop (torch's CPU default)
     # diffusers.optimization.get_scheduler names; plain "constant" ignores warm-up, so it is an error with warm-up > 0
     lr_scheduler: str = "constant_with_warmup"
     lr_warmup_steps: int = 0
@@ -188,6 +189,7 @@ CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.report_to": ("tensorboard", "wandb", "none"),
     "train.ema_impl": ("foreach", "loop"),
+    "optim.adamw_impl": ("fused", "foreach", "loop"),
     "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
                            "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
 }

@@ -24,7 +24,7 @@ from .checkpoint import CONFIG_FILE, RunLayout
 logger = logging.getLogger(__name__)
 
 SPEED_ONLY = {"model.attention", "model.compile", "model.compile_backend", "model.gradient_checkpointing",
-              "data.num_workers", "train.ema_impl"}  # fmt: skip
+              "data.num_workers", "train.ema_impl", "optim.adamw_impl"}  # fmt: skip
 REFUSED_PREFIXES = ("model.", "data.", "objective.", "optim.")
 REFUSED_KEYS = {"train.per_device_batch_size", "train.gradient_accumulation_steps", "train.seed", "train.ema_decay"}
 APPLIED = {"optim.learning_rate", "optim.max_grad_norm"}

@@ -54,7 +54,8 @@ def test_rows_turn_on_exactly_their_switches(bench):
     effective = dict(o.split("=", 1) for o in bench.row_overrides("all", "/c", "aot_eager"))  # later ones win
     assert effective == {"data.cache_dir": "/c", "model.frozen_dtype": "bf16", "train.ema_impl": "foreach",
                          "model.compile": "true", "model.compile_backend": "aot_eager",
-                         "optim.use_8bit_adam": "false", "model.channels_last": "false"}  # fmt: skip
+                         "optim.use_8bit_adam": "false", "model.channels_last": "false",
+                         "optim.adamw_impl": "fused"}  # fmt: skip
     lora = dict(o.split("=", 1) for o in bench.row_overrides("lora+frozen_bf16", "/c", "inductor"))
     assert lora["model.lora.enabled"] == "true" and lora["model.frozen_dtype"] == "bf16"  # LoRA is not in "all"
 

@@ -29,6 +29,7 @@ OK = ["model.teacher=t", "data.dataset=d"]
         (["model.compile=maybe"], "model.compile"),
         (["model.compile_backend=tvm"], "model.compile_backend"),
         (["train.ema_impl=fused"], "train.ema_impl"),
+        (["optim.adamw_impl=apex"], "optim.adamw_impl"),
     ],
 )
 def test_bad_values_name_their_key(overrides, key):

@@ -31,7 +31,7 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_kit(tmp_path):
     out = proc.stdout
     for part in ("1/4 LCD step", "2/4 vs the reference script: skipped", "3/4 pipeline latency", "4/4 one bf16 step"):
         assert part in out
-    assert "| baseline | none |" in out and "| cache+fused_ema+channels_last |" in out
+    assert "| baseline | none |" in out and "| cache+fused_ema+fused_adam+channels_last |" in out
     assert "| LCM 1 step |" in out and "| teacher DDIM 2 steps, CFG 7.5 |" in out
     assert "768 v-prediction bf16 step: loss" in out and "-> finite" in out
     assert json.loads((tmp_path / "out" / "train_step.json").read_text())["results"][0]["loss"] > 0
