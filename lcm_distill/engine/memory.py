@@ -131,15 +131,24 @@ def architecture_key(unet_cfg: dict) -> str:
             f"/{'-'.join(b[:4] for b in unet_cfg['down_block_types'])}")  # fmt: skip
 
 
-def activation_bytes(arch: str, kind: str, latent_pixels: int, table: dict | None = None) -> float | None:
-    """Bytes per sample of one measured ``kind`` (e.g. "bf16/train", "bf16/train_ckpt", "bf16/nograd") at
-    ``latent_pixels`` = h*w of the latents, linear through the two measured points; None if never measured."""
+def activation_bytes(
+    arch: str, kind: str, latent_pixels: int, batch: int = 1, table: dict | None = None
+) -> float | None:
+    """Bytes of one measured ``kind`` (e.g. "bf16/train", "bf16/train_ckpt", "bf16/nograd") for ``batch`` samples
+    of ``latent_pixels`` = h*w latents; None if never measured.
+
+    The two batch-1 points give a line in the pixel count: its slope is per sample, so it scales with the batch;
+    its intercept does not (what a pass holds whatever the batch: autocast's low-precision copies of the weights,
+    which backward keeps, and fixed buffers).
+    """
     table = load_activation_table() if table is None else table
     points = table.get(arch, {}).get(kind)
     if not points:
         return None
     (p1, b1), (p2, b2) = sorted((int(p), float(b)) for p, b in points.items())[:2]
-    return max(0.0, b1 + (b2 - b1) * (latent_pixels - p1) / (p2 - p1))
+    slope = max(0.0, (b2 - b1) / (p2 - p1))
+    intercept = max(0.0, b1 - slope * p1)
+    return intercept + slope * latent_pixels * batch
 
 
 def load_activation_table() -> dict:
@@ -190,18 +199,16 @@ def estimate(
     precision = "fp32" if t.mixed_precision == "no" else "bf16"
     hw = (cfg.data.resolution // 8) ** 2
     train_kind = f"{precision}/{'lora' if m.lora.enabled else 'train'}{'_ckpt' if m.gradient_checkpointing else ''}"
-    held = activation_bytes(s.arch, train_kind, hw, table)
-    nograd = activation_bytes(s.arch, f"{precision}/nograd", hw, table)
+    b = t.per_device_batch_size
+    held = activation_bytes(s.arch, train_kind, hw, b, table)
+    # teacher (cond + uncond in one forward: twice the batch) and target run one after the other: the larger counts
+    nograd = activation_bytes(s.arch, f"{precision}/nograd", hw, 2 * b if lcd else b, table)
     if held is None or nograd is None:
         known = False
     else:
         b = t.per_device_batch_size
-        add("activations: student fwd+bwd", held * b, f"{held / GIB:.2f} GiB/sample x {b} ({train_kind})")
-        add(
-            "activations: teacher/target fwd",
-            nograd * (2 * b if lcd else b),
-            f"{nograd / GIB:.2f} GiB/sample x {2 * b if lcd else b} (no grad)",
-        )
+        add("activations: student fwd+bwd", held, f"batch {b}, {train_kind}, {cfg.data.resolution} px")
+        add("activations: teacher/target fwd", nograd, f"batch {2 * b if lcd else b}, no grad")
     plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
     if suggest and plan.fits is False:
         plan.suggestions = _suggestions(cfg, processes, zero2, device, device_gib, s, table)

@@ -76,9 +76,12 @@ def test_ddp_adds_a_gradient_copy_and_zero2_shards_gradients_and_states():
 
 
 def test_activations_interpolate_linearly_in_latent_pixels_and_unknown_is_none():
-    assert activation_bytes("arch", "bf16/train", 160, TABLE) == pytest.approx(2.5 * GIB)
-    assert activation_bytes("arch", "bf16/train", 1024, TABLE) == pytest.approx(16 * GIB)  # 64x64 latents
-    assert activation_bytes("other", "bf16/train", 64, TABLE) is None
+    assert activation_bytes("arch", "bf16/train", 160, table=TABLE) == pytest.approx(2.5 * GIB)
+    assert activation_bytes("arch", "bf16/train", 1024, table=TABLE) == pytest.approx(16 * GIB)  # 64x64 latents
+    assert activation_bytes("other", "bf16/train", 64, table=TABLE) is None
+    # a part that does not grow with the pixels (autocast's weight copies) does not grow with the batch either
+    fixed = {"a": {"bf16/train": {"64": 2 * GIB, "256": 5 * GIB}}}  # 1 GiB fixed + 1/64 GiB per latent pixel
+    assert activation_bytes("a", "bf16/train", 256, 4, table=fixed) == pytest.approx((1 + 4 * 4) * GIB)
 
 
 def test_fit_verdict_and_suggestions_apply_until_it_fits():
