@@ -43,7 +43,10 @@ RECIPES: dict[str, dict] = {
     "lcf_simpsons": {"start": ("lcd_sd21_base_512", "target")},
     "lcf_pokemon_lora": {"start": ("lcd_sd21_base_lora", "student")},
     "lcf_simpsons_lora": {"start": ("lcd_sd21_base_lora", "student")},
-}
+    # a second row of a recipe with one switch, to check the memory planner's line for it against a measurement
+    "lcd_sd21_768_adam8": {"variant": "sd21", "config": "lcd_sd21_768",
+                           "extra": [("optim.use_8bit_adam=true", "planner check: 8-bit AdamW states")]},
+}  # fmt: skip
 COMMON = [  # what every rehearsal changes, and nothing about the method
     "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_train_steps=2",
     "train.checkpoint_every=2", "train.checkpoints_keep=1", "train.validation_every=0", "train.log_every=1",
@@ -53,10 +56,14 @@ COMMON = [  # what every rehearsal changes, and nothing about the method
 NEEDED: dict[str, list[tuple[str, str]]] = {}
 
 
+def config_of(recipe: str) -> Path:
+    return ROOT / "configs" / f"{RECIPES[recipe].get('config', recipe)}.yaml"
+
+
 def resolution_of(recipe: str) -> int:
     from lcm_distill.config import load_config
 
-    return load_config(ROOT / "configs" / f"{recipe}.yaml").data.resolution
+    return load_config(config_of(recipe)).data.resolution
 
 
 def build_inputs(out: Path, recipe: str) -> tuple[list[str], Path | None]:
@@ -168,9 +175,9 @@ def rehearse(out: Path, recipe: str) -> dict:
     kind = "lcf" if recipe.startswith("lcf") else "lcd"
     run = out / recipe
     sets, base = build_inputs(out, recipe)
-    needed = NEEDED.get(recipe, [])
+    needed = NEEDED.get(recipe, []) + RECIPES[recipe].get("extra", [])
     sets += [*COMMON, f"train.output_dir={run}", *(o for o, _ in needed)]
-    config = ROOT / "configs" / f"{recipe}.yaml"
+    config = config_of(recipe)
     argv = [sys.executable, str(ROOT / f"train_{kind}.py"), "--config", str(config), "--overwrite", "--set", *sets]
     if run.exists():  # a rehearsal starts clean: old event files would mix into the losses
         import shutil
@@ -222,7 +229,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         needed = "; ".join(f"`{o}` ({why})" for o, why in r["needed"]) or "none"
         losses = ", ".join(f"{v:.4g}" for v in r["losses"]) if r["exit"] == 0 else f"FAILED (exit {r['exit']})"
-        est = planner_estimate(ROOT / "configs" / f"{r['recipe']}.yaml", r["sets"])
+        est = planner_estimate(config_of(r["recipe"]), r["sets"])
         est = f"{est:.1f}" if est else "-"
         bad = "" if r["finite"] or r["exit"] else " NON-FINITE"
         lines.append(f"| {r['recipe']} | {needed} | {losses}{bad} | {r['s_per_step'] or '-'} | "

@@ -113,11 +113,13 @@ def test_rehearsal_overrides_are_valid_for_every_shipped_recipe(recipe, tmp_path
     reh = load("scale_rehearsal")
     kind = "lcf" if recipe.startswith("lcf") else "lcd"
     source = "model.teacher=/t" if kind == "lcd" else "model.student=/s"
-    sets = [source, "data.dataset=/d", *reh.COMMON, *(o for o, _ in reh.NEEDED.get(recipe, [])),
+    extra = [o for o, _ in reh.RECIPES[recipe].get("extra", [])]  # a planner-check row's one switch
+    sets = [source, "data.dataset=/d", *reh.COMMON, *(o for o, _ in reh.NEEDED.get(recipe, [])), *extra,
             f"train.output_dir={tmp_path}"]  # fmt: skip
-    _, cfg = parse_run(["--config", str(ROOT / "configs" / f"{recipe}.yaml"), "--set", *sets], kind, recipe)
+    config = str(reh.config_of(recipe))
+    _, cfg = parse_run(["--config", config, "--set", *sets], kind, recipe)
     assert (cfg.train.per_device_batch_size, cfg.train.max_train_steps) == (1, 2)
-    shipped = parse_run(["--config", str(ROOT / "configs" / f"{recipe}.yaml")], kind, recipe)[1]
+    shipped = parse_run(["--config", config, *(["--set", *extra] if extra else [])], kind, recipe)[1]
     # the method is the recipe's: everything that decides the objective and the networks is untouched
     assert cfg.objective == shipped.objective and cfg.optim == shipped.optim
     assert (cfg.model.lora, cfg.model.frozen_dtype, cfg.train.mixed_precision, cfg.train.ema_decay) == (
