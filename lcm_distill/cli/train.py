@@ -31,7 +31,7 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
                    "resolved config and exit")  # fmt: skip
     plan = p.add_argument_group("memory plan (printed by --dry-run; lcm_distill/engine/memory.py)")
     plan.add_argument("--gpu-gb", type=float, default=80.0, metavar="GB",
-                      help="GiB of one GPU to check the plan against (default 80; an '80 GB' H100 has 79.2 GiB; "
+                      help="GiB of one GPU to check the plan against (default 80; an '80 GB' H100 has 79.6 GiB; "
                       "0: print the estimate only)")
     plan.add_argument("--num-processes", type=int, default=None, metavar="N",
                       help="training processes (GPUs) in all; default: $WORLD_SIZE, else 1")
