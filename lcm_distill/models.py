@@ -185,6 +185,13 @@ def load_frozen_encoders(m: ModelConfig, with_teacher: bool = True) -> tuple[nn.
     return _frozen(vae, frozen), text_encoder, tokenizer
 
 
+def load_base_unet(m: ModelConfig, with_teacher: bool = True) -> nn.Module:
+    """The run's source UNet as stored (fp32 for SD folders): model.teacher, or model.student for teacher-free LCF."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(model_source(m, with_teacher), subfolder="unet", revision=m.revision)
+
+
 def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool = True, seed: int = 0) -> Models:
     """Load and build every network of the run on CPU (the engine moves them).
 
@@ -192,14 +199,12 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
     teacher-free LCF may start from model.student), whether an EMA target is kept (train.ema_decay > 0) and the seed
     of a random cond_proj.
     """
-    from diffusers import UNet2DConditionModel
-
     frozen = DTYPES[m.frozen_dtype]
     source = model_source(m, with_teacher)
     vae, text_encoder, tokenizer = load_frozen_encoders(m, with_teacher)
     sched_cfg = read_scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
-    base = UNet2DConditionModel.from_pretrained(source, subfolder="unet", revision=m.revision)
+    base = load_base_unet(m, with_teacher)
     teacher = None
     if m.lora.enabled:
         # The base weights are the frozen teacher (adapters off) and frozen in the student: model.frozen_dtype.

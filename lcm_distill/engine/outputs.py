@@ -114,7 +114,7 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
         unet = student
         if models.lora:
             written["lora"] = layout.export("lora")
-            unet = _save_lora_and_merge(student, written["lora"], cfg.objective.num_points)
+            unet = _save_lora_and_merge(student, written["lora"], cfg)
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
             lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
                                          cfg.model.lora.rank, cfg.model.lora.alpha,
@@ -157,9 +157,10 @@ def _export_encoders(cfg: Config, models: Models):
     return vae, text_encoder
 
 
-def _save_lora_and_merge(unet, folder: Path, num_points: int):
+def _save_lora_and_merge(unet, folder: Path, cfg: Config):
     """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights`` (and, for an omega-conditioned
     LoRA, its trained omega input beside them, see export.load_omega_lora); return a merged plain UNet copy."""
+    num_points = cfg.objective.num_points
     from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 
@@ -173,7 +174,35 @@ def _save_lora_and_merge(unet, folder: Path, num_points: int):
     metadata = unet.peft_config["default"].to_dict()
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
                                               unet_lora_adapter_metadata=metadata)  # fmt: skip
-    merged = copy.deepcopy(unet).float()  # merge in fp32 even when the base weights trained in frozen_dtype
+    return _merged_unet(unet, folder, cfg)
+
+
+def _merged_unet(unet, folder: Path, cfg: Config):
+    """student/ of a LoRA run: the fp32 base with the saved adapters fused, i.e. what a user gets from the base model
+    + ``load_lora_weights(lora/)``. When the base trained in model.frozen_dtype (bf16/fp16), fusing into that copy
+    would bake its rounding into student/ (the SD-2.1 scale rehearsal measured latents 0.1 apart), so the fp32 base
+    is reloaded from the source and the adapters are read back from the saved file, the way stock loaders do."""
+    from ..models import build_student, load_base_unet
+
+    if models_dtype(unet) == torch.float32:
+        merged = copy.deepcopy(unet)
+    else:
+        from ..objectives import OBJECTIVES
+
+        merged = load_base_unet(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher)
+        dim = unet.config.get("time_cond_proj_dim")
+        if dim is not None:  # the omega input trained beside the adapters (model.lora.omega_conditioned)
+            if merged.config.get("time_cond_proj_dim") is None:
+                merged = build_student(merged, dim, "zero")
+            with torch.no_grad():
+                merged.time_embedding.cond_proj.weight.copy_(unet.time_embedding.cond_proj.weight.float())
+        merged.load_lora_adapter(str(folder), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
+    merged.float()
     merged.fuse_lora()
     merged.unload_lora()
     return merged
+
+
+def models_dtype(unet) -> torch.dtype:
+    """dtype of a LoRA UNet's base weights (its adapters are fp32 whatever the base)."""
+    return next(p.dtype for n, p in unet.named_parameters() if "lora_" not in n)

@@ -40,7 +40,7 @@ def test_separate_vae_tensorboard_and_periodic_validation(make_cfg, teacher_dirs
     assert {p.name for p in (out / "validation").iterdir()} >= {"step-00000001-student.png", "step-00000002-target.png"}
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("lora", [None, "plain", "omega"], ids=["full", "lora", "omega-lora"])
 def test_frozen_bf16_run_validates_and_exports(make_cfg, lora):
     """Validation samples with an fp32 student beside a bf16 VAE / text encoder (found by the SD-2.1 scale
     rehearsal: the pipeline fed bf16 embeddings to the fp32 UNet and crashed after training)."""
@@ -49,6 +49,7 @@ def test_frozen_bf16_run_validates_and_exports(make_cfg, lora):
     from PIL import Image
 
     extra = ("model.lora.enabled=true", "train.ema_decay=0", "train.mixed_precision=bf16") if lora else ()
+    extra += ("model.lora.omega_conditioned=true",) if lora == "omega" else ()
     cfg = make_cfg("model.frozen_dtype=bf16", "train.validation_prompts=['a red square']",
                    "train.validation_steps=[1,2]", "train.export=true", *extra)  # fmt: skip
     out = train(cfg).output_dir
@@ -58,9 +59,26 @@ def test_frozen_bf16_run_validates_and_exports(make_cfg, lora):
     # with the fp32 UNet (it did, and stock sampling crashed)
     pipe = DiffusionPipeline.from_pretrained(out / "student")
     assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
+    guidance = 1.0 if lora == "plain" else 8.0
     img = pipe("a red square", num_inference_steps=1, height=16, width=16, output_type="np",
-               guidance_scale=1.0 if lora else 8.0).images  # fmt: skip
+               guidance_scale=guidance).images  # fmt: skip
     assert np.isfinite(img).all()
+    if lora:  # student/ (merged) must draw what the fp32 base + lora/ draws in stock diffusers
+        from diffusers import LCMScheduler, StableDiffusionPipeline
+
+        from lcm_distill.export import load_omega_lora
+
+        if lora == "omega":  # the base gains the saved omega input, then stock load_lora_weights
+            stock = load_omega_lora(cfg.model.teacher, out / "lora")
+        else:
+            stock = StableDiffusionPipeline.from_pretrained(cfg.model.teacher, safety_checker=None)
+            stock.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+            stock.load_lora_weights(out / "lora")
+        stock.set_progress_bar_config(disable=True)
+        kw = dict(num_inference_steps=2, height=16, width=16, output_type="latent", guidance_scale=guidance)
+        a = stock("a red square", generator=torch.Generator().manual_seed(0), **kw).images
+        b = pipe("a red square", generator=torch.Generator().manual_seed(0), **kw).images
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
 def test_8bit_adam_without_bitsandbytes_says_what_to_install(make_cfg, monkeypatch):
