@@ -150,7 +150,7 @@ if kind == "lora":
     merged = DiffusionPipeline.from_pretrained(folder.replace("/lora", "/student"), safety_checker=None)
     diff = (sample(merged, guidance_scale=1.0) - lat).abs().max().item()
     print("lora vs merged max|diff| %.2e" % diff, file=sys.stderr)
-    ok = diff < 1e-3 * max(1.0, lat.abs().max().item())
+    ok = diff <= 1e-4 * max(1.0, lat.abs().max().item())  # fp32 both: equal up to fusing rounding
 else:
     pipe = DiffusionPipeline.from_pretrained(folder)
     lat, ok = sample(pipe, guidance_scale=8.5), True
