@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
+    from lcm_distill.conventions import DEFAULT_GUIDANCE_SCALE
     from lcm_distill.functional import DTYPES
 
     with tempfile.TemporaryDirectory() as work:
         teacher, lcm, res = pipelines(args.preset, Path(work), args.device, DTYPES[args.dtype])
-        rows = [(f"LCM {s} step{'s' if s > 1 else ''}", time_setting(lcm, s, 8.5, res, args.warmup, args.repeats,
+        g = DEFAULT_GUIDANCE_SCALE
+        rows = [(f"LCM {s} step{'s' if s > 1 else ''}", time_setting(lcm, s, g, res, args.warmup, args.repeats,
                                                                      args.device)) for s in args.lcm_steps]  # fmt: skip
         rows.append(
             (
