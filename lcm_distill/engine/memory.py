@@ -206,9 +206,14 @@ def estimate(
     if held is None or nograd is None:
         known = False
     else:
-        b = t.per_device_batch_size
-        add("activations: student fwd+bwd", held, f"batch {b}, {train_kind}, {cfg.data.resolution} px")
-        add("activations: teacher/target fwd", nograd, f"batch {2 * b if lcd else b}, no grad")
+        # Two phases, the larger one is the peak: (1) the student's forward + backward; (2) the no-grad teacher /
+        # target forward while the student's saved tensors wait for backward. In (2) the student keeps its per-sample
+        # part, and its fixed part (autocast's weight copies) only without checkpointing (with it they are recomputed).
+        fixed = activation_bytes(s.arch, train_kind, 0, 1, table) or 0.0
+        kept = held - (fixed if m.gradient_checkpointing else 0.0)
+        phase = "student fwd+bwd" if held >= kept + nograd else "teacher/target fwd over the student's saved tensors"
+        add("activations (peak phase)", max(held, kept + nograd),
+            f"{phase}; batch {b}, {train_kind}, {cfg.data.resolution} px")  # fmt: skip
     plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
     if suggest and plan.fits is False:
         plan.suggestions = _suggestions(cfg, processes, zero2, device, device_gib, s, table)
