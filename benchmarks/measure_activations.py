@@ -7,7 +7,8 @@
 For each architecture, at two latent sizes, batch 1, each of these in its own fresh process:
   {precision}/train       student forward + backward (all weights trainable), bytes above the weights and gradients
   {precision}/train_ckpt  the same with gradient checkpointing
-  {precision}/lora        LoRA adapters only (the config's default targets, rank 64), no checkpointing
+  {precision}/lora        LoRA adapters only (the config's default targets, rank 64; base in bf16 under bf16, as the
+                          engine holds it), no checkpointing
   {precision}/lora_ckpt   the same with gradient checkpointing
   {precision}/nograd      a no-grad forward (the teacher / target), peak bytes above the weights
 precision: bf16 (autocast; what every SD recipe trains in) and fp32 (train.mixed_precision=no).
@@ -74,7 +75,13 @@ def worker(arch: str, kind: str, precision: str, hw: int) -> int:
         from peft import LoraConfig
 
         unet.requires_grad_(False)
+        if precision == "bf16":  # as the engine holds it: the frozen base in model.frozen_dtype, adapters fp32
+            unet.to(torch.bfloat16)
         unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=list(DEFAULT_LORA_TARGETS)))
+        for name, p in unet.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
+                p.data = p.data.float()
     if kind.endswith("_ckpt"):
         unet.enable_gradient_checkpointing()
     x = torch.randn(1, 4, hw, hw)
