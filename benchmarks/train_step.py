@@ -229,7 +229,7 @@ def run_worker(spec: dict) -> dict:
     train_step = TrainStep(
         acc, consistency, optimizer, lr_schedule, params, seed=cfg.train.seed, batch_size=B,
         accumulation=cfg.train.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
-        ema_decay=cfg.train.ema_decay, ema_impl=cfg.train.ema_impl,
+        ema_decay=cfg.train.ema_decay, ema_impl=cfg.train.ema_impl, ema_schedule=cfg.train.ema_schedule,
     )  # fmt: skip
     batches = itertools.cycle(data)
 

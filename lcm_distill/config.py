@@ -111,6 +111,11 @@ class ObjectiveConfig:
     omega_fixed: float | str | None = "auto"
     loss: str = "l2"  # l2 | huber | l1
     huber_c: float = 0.001
+    # Skipping-step curriculum (functional/curriculum.py): "doubling" trains on curriculum_start_points grid points
+    # (k = T / N_s) for curriculum_stage_steps steps, then doubles N (kept a divisor of num_points) up to num_points.
+    curriculum: str = "none"  # none (the paper) | doubling
+    curriculum_start_points: int = 5
+    curriculum_stage_steps: int = 100
 
     @property
     def omega_range(self) -> tuple[float, float]:
@@ -144,6 +149,7 @@ class TrainConfig:
     max_train_steps: int = 1000
     mixed_precision: str = "no"  # no | fp16 | bf16 (autocast for the student; frozen nets follow model.frozen_dtype)
     ema_decay: float = 0.95  # target mu; 0 = target is the student under no_grad
+    ema_schedule: str = "fixed"  # fixed: ema_decay always | curriculum: ema_decay^(num_points / N) at a stage of N
     ema_impl: str = "foreach"  # foreach: one fused torch._foreach_lerp_ | loop: per-tensor mul_/add_ (the anchors')
     checkpoint_every: int = 500
     checkpoints_keep: int = 3
@@ -186,6 +192,8 @@ CHOICES = {
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
     "objective.cfg_placement": ("paper", "guided"),
     "objective.loss": ("l2", "huber", "l1"),
+    "objective.curriculum": ("none", "doubling"),  # functional.curriculum.CURRICULA (tied by a test)
+    "train.ema_schedule": ("fixed", "curriculum"),  # functional.curriculum.EMA_SCHEDULES
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.report_to": ("tensorboard", "wandb", "none"),
     "train.ema_impl": ("foreach", "loop"),
@@ -202,6 +210,7 @@ POSITIVE = (
     "data.resolution", "objective.num_points", "train.per_device_batch_size", "train.gradient_accumulation_steps",
     "train.max_train_steps", "train.checkpoint_every", "train.checkpoints_keep", "train.log_every",
     "model.omega_embed_dim", "model.lora.rank", "optim.learning_rate", "train.max_nonfinite_steps",
+    "objective.curriculum_stage_steps",
 )  # fmt: skip
 
 
@@ -319,6 +328,16 @@ def validate(cfg: Config) -> Config:
         )
     if not 0.0 <= cfg.train.ema_decay <= 1.0:
         raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
+    if o.curriculum != "none":
+        from .functional.curriculum import curriculum_stages  # here: config stays importable without torch
+
+        try:
+            curriculum_stages(o.num_points, o.curriculum_start_points)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    elif cfg.train.ema_schedule == "curriculum":
+        raise ConfigError("train.ema_schedule=curriculum ties the target EMA to the skipping-step curriculum; set "
+                          "objective.curriculum=doubling too, or train.ema_schedule=fixed.")  # fmt: skip
     if cfg.model.lora.enabled and cfg.model.frozen_dtype != "fp32" and cfg.train.mixed_precision == "no":
         raise ConfigError(
             f"model.lora.enabled=true with model.frozen_dtype={cfg.model.frozen_dtype}: the LoRA base weights are "

@@ -32,6 +32,7 @@ from .functional import (
     sample_omega,
     to_x0_eps,
 )
+from .functional.curriculum import curriculum_points
 
 
 @dataclass
@@ -219,12 +220,26 @@ class ConsistencyStep:
         self.target = target if target is not None else default_target
         self.needs_teacher = OBJECTIVES[objective.kind].needs_teacher
         self.teacher_ctx = (lambda: models.teacher_unet(self.unwrapped)) if self.needs_teacher else None
-        self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)
+        self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)  # the final (inference) grid
+        self._grids = {self.grid.num_points: self.grid}
         self.latent_shape = models.latent_shape(resolution)
+
+    def points_at(self, step: int) -> int:
+        """N at optimiser step ``step``: objective.num_points, or the curriculum's stage (functional/curriculum.py)."""
+        o = self.objective
+        return curriculum_points(step, o.num_points, o.curriculum, o.curriculum_start_points, o.curriculum_stage_steps)
+
+    def grid_at(self, step: int) -> SkippingGrid:
+        """The skipping grid training pairs are drawn from at ``step`` (nested in :attr:`grid`)."""
+        n = self.points_at(step)
+        if n not in self._grids:
+            self._grids[n] = SkippingGrid(self.grid.num_train_timesteps, n)
+        return self._grids[n]
 
     def draw(self, seed: int, step: int, global_batch: int) -> StepNoise:
         """The randomness of optimiser step ``step`` for the whole global batch (a pure function of seed, step)."""
-        return draw_step_noise(step_generator(seed, step), global_batch, self.latent_shape, self.grid, self.objective)
+        grid = self.grid_at(step)
+        return draw_step_noise(step_generator(seed, step), global_batch, self.latent_shape, grid, self.objective)
 
     def __call__(self, batch: Batch, noise: StepNoise) -> StepOutput | None:
         models = self.models

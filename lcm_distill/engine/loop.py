@@ -192,7 +192,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     train_step = TrainStep(
         accelerator, consistency, optimizer, lr_schedule, params, seed=tc.seed, batch_size=B,
         accumulation=tc.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
-        ema_decay=tc.ema_decay, ema_impl=tc.ema_impl,
+        ema_decay=tc.ema_decay, ema_impl=tc.ema_impl, ema_schedule=tc.ema_schedule,
     )  # fmt: skip
     losses: list[float] = []
     progress = _progress(accelerator, state.step, tc.max_train_steps)

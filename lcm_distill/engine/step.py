@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..functional.curriculum import curriculum_ema
 from ..objectives import ConsistencyStep
 from .ema import ema_update
 
@@ -47,6 +48,12 @@ class TrainStep:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.0
     ema_impl: str = "foreach"
+    ema_schedule: str = "fixed"  # train.ema_schedule: "curriculum" ties mu to the skipping-step curriculum's stage
+
+    def ema_at(self, step: int) -> float:
+        """Target EMA rate mu after optimiser step ``step`` (train.ema_decay, or its curriculum-tied value)."""
+        cs = self.consistency
+        return curriculum_ema(self.ema_decay, cs.points_at(step), cs.objective.num_points, self.ema_schedule)
 
     def __call__(self, step: int, data: Iterator) -> StepResult:
         acc, cs = self.accelerator, self.consistency
@@ -78,7 +85,9 @@ class TrainStep:
             return StepResult(None, empty=empty)
         self.lr_schedule.step()
         if cs.models.target is not None:
-            ema_update(cs.models.target, cs.unwrapped, self.ema_decay, self.ema_impl)
+            ema_update(cs.models.target, cs.unwrapped, self.ema_at(step), self.ema_impl)
         loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
         mean_logs = {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
+        if cs.objective.curriculum != "none":
+            mean_logs.update(num_points=float(cs.points_at(step)), ema_decay=self.ema_at(step))
         return StepResult(loss, mean_logs)

@@ -109,10 +109,16 @@ def test_lcf_lowers_heldout_consistency_loss(stock_lcm_dir, split_dir, tmp_path)
     assert torch.isfinite(torch.tensor(result.losses)).all()
 
 
-def test_lcf_resume_is_bitwise(stock_lcm_dir, split_dir, tmp_path):
+CURRICULUM = ["objective.curriculum=doubling", "objective.curriculum_start_points=5", "objective.num_points=20",
+              "objective.curriculum_stage_steps=1", "train.ema_schedule=curriculum"]  # stages 5, 10, 20 at steps 0-2
+
+
+@pytest.mark.parametrize("extra", [[], CURRICULUM], ids=["paper", "curriculum"])
+def test_lcf_resume_is_bitwise(stock_lcm_dir, split_dir, tmp_path, extra):
+    """Resumed after step 1 - mid-curriculum for the curriculum run - equals the uninterrupted run bit for bit."""
     from safetensors.torch import load_file
 
-    over = ["train.max_train_steps=3", "train.export=true"]
+    over = ["train.max_train_steps=3", "train.export=true", *extra]
     full = train(load_config(None, [*_lcf_overrides(stock_lcm_dir, split_dir / "train", tmp_path / "full"), *over]))
     part_cfg = load_config(None, [*_lcf_overrides(stock_lcm_dir, split_dir / "train", tmp_path / "part"), *over])
     assert train(part_cfg, stop_after=1).status == "interrupted"

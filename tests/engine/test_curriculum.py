@@ -1,0 +1,84 @@
+"""The skipping-step curriculum (functional/curriculum.py) and its target EMA: the pure schedule, the config checks,
+and that a run really draws its pairs from the stage's coarse grid and updates the target at the stage's mu."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcm_distill.config import CHOICES, ConfigError, load_config
+from lcm_distill.engine import load_run_models
+from lcm_distill.engine.step import TrainStep
+from lcm_distill.functional.curriculum import (
+    CURRICULA,
+    EMA_SCHEDULES,
+    curriculum_ema,
+    curriculum_points,
+    curriculum_stages,
+)
+from lcm_distill.objectives import ConsistencyStep
+
+
+def test_stages_double_and_stay_nested_in_the_final_grid():
+    assert curriculum_stages(50, 5) == [5, 10, 25, 50]  # 20 and 40 do not divide 50: rounded down, repeats dropped
+    assert curriculum_stages(40, 5) == [5, 10, 20, 40]
+    assert curriculum_stages(50, 50) == [50]
+    assert curriculum_stages(50, 1) == [1, 2, 5, 10, 25, 50]
+    for final, start in [(50, 5), (40, 2), (100, 4)]:
+        assert all(final % n == 0 for n in curriculum_stages(final, start))
+    with pytest.raises(ValueError, match="curriculum_start_points=7"):
+        curriculum_stages(50, 7)
+
+
+def test_points_follow_the_step_and_end_at_num_points():
+    pts = [curriculum_points(s, 50, "doubling", 5, 10) for s in range(0, 60, 5)]
+    assert pts == [5, 5, 10, 10, 25, 25, 50, 50, 50, 50, 50, 50]
+    assert curriculum_points(0, 50, "none", 5, 10) == 50 == curriculum_points(10**6, 50, "doubling", 5, 10)
+    with pytest.raises(ValueError, match="objective.curriculum='halving'"):
+        curriculum_points(0, 50, "halving")
+    with pytest.raises(ValueError, match="curriculum_stage_steps"):
+        curriculum_points(0, 50, "doubling", 5, 0)
+
+
+def test_tied_ema_is_mu_at_the_final_stage_and_faster_before():
+    assert curriculum_ema(0.95, 50, 50, "curriculum") == pytest.approx(0.95)
+    assert curriculum_ema(0.95, 5, 50, "curriculum") == pytest.approx(0.95**10)  # not 0.95 (fixed) nor 0.95^(1/10)
+    assert curriculum_ema(0.95, 5, 50, "fixed") == 0.95
+    assert curriculum_ema(0.0, 5, 50, "curriculum") == 0.0
+    with pytest.raises(ValueError, match="train.ema_schedule"):
+        curriculum_ema(0.9, 5, 50, "cosine")
+
+
+def test_config_choices_are_the_functions_own():
+    assert CHOICES["objective.curriculum"] == CURRICULA and CHOICES["train.ema_schedule"] == EMA_SCHEDULES
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["objective.curriculum=halving"], "objective.curriculum"),
+        (["objective.curriculum=doubling", "objective.curriculum_start_points=7"], "curriculum_start_points"),
+        (["objective.curriculum=doubling", "objective.curriculum_stage_steps=0"], "objective.curriculum_stage_steps"),
+        (["train.ema_schedule=curriculum"], "train.ema_schedule"),  # without a curriculum to follow
+        (["train.ema_schedule=warmup"], "train.ema_schedule"),
+    ],
+)
+def test_bad_curriculum_settings_name_their_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, ["model.teacher=t", "data.dataset=d", *overrides])
+
+
+def test_a_run_draws_from_the_stage_grid_and_updates_the_target_at_the_stage_mu(make_cfg):
+    cfg = make_cfg("objective.num_points=20", "objective.curriculum=doubling", "objective.curriculum_start_points=5",
+                   "objective.curriculum_stage_steps=2", "train.ema_decay=0.9",
+                   "train.ema_schedule=curriculum")  # fmt: skip
+    models = load_run_models(cfg)
+    step = ConsistencyStep(models, cfg.objective, cfg.data.resolution)
+    assert [step.points_at(s) for s in range(7)] == [5, 5, 10, 10, 20, 20, 20]
+    coarse = step.draw(0, 0, 256)  # k = 1000 / 5 = 200: t_{n+k} in {199, ..., 999}, t_n = t_{n+k} - 200
+    assert set(coarse.start.tolist()) == {199, 399, 599, 799, 999}
+    assert torch.equal(coarse.start - coarse.end, torch.full((256,), 200).minimum(coarse.start))
+    final = step.draw(0, 4, 256)
+    assert set(final.start.tolist()) == set(step.grid.timesteps.tolist()) and step.grid.k == 50
+    ts = TrainStep(None, step, None, None, [], seed=0, batch_size=1, ema_decay=0.9, ema_schedule="curriculum")
+    assert [round(ts.ema_at(s), 6) for s in (0, 2, 4)] == [round(0.9**4, 6), round(0.9**2, 6), 0.9]
