@@ -220,7 +220,7 @@ class ConsistencyStep:
         self.target = target if target is not None else default_target
         self.needs_teacher = OBJECTIVES[objective.kind].needs_teacher
         self.teacher_ctx = (lambda: models.teacher_unet(self.unwrapped)) if self.needs_teacher else None
-        self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)  # the final (inference) grid
+        self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)  # final (inference) grid
         self._grids = {self.grid.num_points: self.grid}
         self.latent_shape = models.latent_shape(resolution)
 

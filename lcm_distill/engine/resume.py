@@ -3,8 +3,8 @@
 - Refused (the resumed run would silently mean something else): the networks and how they are built (model.*
   except speed-only switches), the data and its order (data.* except data.num_workers), the objective
   (objective.*), the batch (train.per_device_batch_size, train.gradient_accumulation_steps), the seed, the target
-  EMA and its schedule, the optimiser's form (optim.* except the learning rate and gradient clipping), and for a non-constant LR
-  schedule its length (train.max_train_steps). The message names the keys and both values.
+  EMA and its schedule, the optimiser's form (optim.* except the learning rate and gradient clipping), and for a
+  non-constant LR schedule its length (train.max_train_steps). The message names the keys and both values.
 - Applied, with a log line: optim.learning_rate (the restored LR schedule is rescaled to it),
   optim.max_grad_norm, train.max_train_steps (constant schedules), and everything about logging, checkpoints,
   validation and export.
@@ -26,8 +26,13 @@ logger = logging.getLogger(__name__)
 SPEED_ONLY = {"model.attention", "model.compile", "model.compile_backend", "model.gradient_checkpointing",
               "data.num_workers", "train.ema_impl", "optim.adamw_impl"}  # fmt: skip
 REFUSED_PREFIXES = ("model.", "data.", "objective.", "optim.")
-REFUSED_KEYS = {"train.per_device_batch_size", "train.gradient_accumulation_steps", "train.seed", "train.ema_decay",
-                "train.ema_schedule"}
+REFUSED_KEYS = {
+    "train.per_device_batch_size",
+    "train.gradient_accumulation_steps",
+    "train.seed",
+    "train.ema_decay",
+    "train.ema_schedule",
+}
 APPLIED = {"optim.learning_rate", "optim.max_grad_norm"}
 CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
 

@@ -34,7 +34,7 @@ def test_points_follow_the_step_and_end_at_num_points():
     pts = [curriculum_points(s, 50, "doubling", 5, 10) for s in range(0, 60, 5)]
     assert pts == [5, 5, 10, 10, 25, 25, 50, 50, 50, 50, 50, 50]
     assert curriculum_points(0, 50, "none", 5, 10) == 50 == curriculum_points(10**6, 50, "doubling", 5, 10)
-    with pytest.raises(ValueError, match="objective.curriculum='halving'"):
+    with pytest.raises(ValueError, match=r"objective\.curriculum='halving'"):
         curriculum_points(0, 50, "halving")
     with pytest.raises(ValueError, match="curriculum_stage_steps"):
         curriculum_points(0, 50, "doubling", 5, 0)
@@ -45,7 +45,7 @@ def test_tied_ema_is_mu_at_the_final_stage_and_faster_before():
     assert curriculum_ema(0.95, 5, 50, "curriculum") == pytest.approx(0.95**10)  # not 0.95 (fixed) nor 0.95^(1/10)
     assert curriculum_ema(0.95, 5, 50, "fixed") == 0.95
     assert curriculum_ema(0.0, 5, 50, "curriculum") == 0.0
-    with pytest.raises(ValueError, match="train.ema_schedule"):
+    with pytest.raises(ValueError, match=r"train\.ema_schedule"):
         curriculum_ema(0.9, 5, 50, "cosine")
 
 
