@@ -1,0 +1,264 @@
+#!/usr/bin/env python
+"""LCF that adapts: held-out FID on new domains after 0/100/200/300/1000 LCF steps, per LCF mode (issue 11).
+
+    python benchmarks/lcf_adapt.py --publish        # ~25 min on a 2-core CPU (measured: see RESULTS.md)
+
+What runs, every piece one of the toolkit's own commands:
+
+1. The testbed LCM: ``train_lcd.py`` on configs/lcd_tiny_cpu.yaml (300 steps, as benchmarks/table1.py) - an LCM of
+   coloured digits on black. Skipped when --student names an existing LCM folder.
+2. Domains it never saw (lcm_distill.testbed.domains): ``letters`` (font glyphs on light grey, captions with words
+   the text encoder never saw), ``shapes`` (drawn shapes on mid grey, new words) and ``shapes_known`` (the same
+   images captioned with known words), each with a held-out test split.
+3. Per (domain, mode): ``train_lcf.py`` on configs/lcf_tiny_cpu.yaml (batch 16, lr 1e-4) with the mode's overrides,
+   resumed from its last checkpoint from budget to budget, and after each budget ``lcm_distill.cli.evaluate`` on the
+   exported target (what LCF samples from): FID against the held-out split at 1/2/4 steps on the testbed's feature
+   extractor, guidance_scale 6 (omega 5, the middle of the recipe's omega range [2, 8]). Budget 0 is the LCM itself.
+
+Modes (--modes): ``paper`` = Algorithm 4 as written (N = 50, fixed mu 0.95 = the recipe's, no curriculum);
+``curriculum`` = objective.curriculum=doubling (N = 5, 10, 25, 50, --stage-steps steps each); ``curriculum_ema`` = the
+curriculum with train.ema_schedule=curriculum (mu^(50/N) at a stage of N points); ``mu0`` = no target EMA
+(train.ema_decay=0, improved consistency training's choice); ``curriculum_mu0`` = both.
+
+Targets (issue 11): held-out 4-step FID falls >= 50% within 300 steps; the fast mode reaches paper mode's 1000-step
+4-step FID within 200 steps (1/5); 1-step FID after fine-tuning better than before. The report says met or missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runner import ROOT, Step, publish, run_chains, train_argv
+
+TITLE = "LCF that adapts: new domains, held-out FID per LCF mode (benchmarks/lcf_adapt.py)"
+MODES: dict[str, list[str]] = {
+    "paper": [],
+    "curriculum": ["objective.curriculum=doubling", "objective.curriculum_start_points=5"],
+    "curriculum_ema": ["objective.curriculum=doubling", "objective.curriculum_start_points=5",
+                       "train.ema_schedule=curriculum"],
+    "mu0": ["train.ema_decay=0"],
+    "curriculum_mu0": ["objective.curriculum=doubling", "objective.curriculum_start_points=5", "train.ema_decay=0"],
+}  # fmt: skip
+DOMAINS = ("letters", "shapes", "shapes_known")
+GUIDANCE = 6.0
+
+
+@dataclass
+class Plan:
+    out: Path
+    student: Path
+    domains: list[str] = field(default_factory=lambda: list(DOMAINS))
+    modes: list[str] = field(default_factory=lambda: ["paper", "curriculum", "curriculum_ema", "mu0"])
+    budgets: list[int] = field(default_factory=lambda: [100, 200, 300, 1000])
+    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
+    num_images: int = 300
+    stage_steps: int = 50
+    lcd_steps: int = 300
+    jobs: int = 2
+
+    def domain_dir(self, domain: str) -> Path:
+        return self.out / "domains" / domain
+
+    def run_dir(self, domain: str, mode: str) -> Path:
+        return self.out / "runs" / f"{domain}-{mode}"
+
+    def report(self, domain: str, mode: str, budget: int) -> Path:
+        if budget == 0:
+            return self.out / "runs" / f"{domain}-start" / "report.json"
+        return self.run_dir(domain, mode) / f"eval-{budget}" / "report.json"
+
+
+def evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> list[str]:
+    return ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", "lcm",
+            "--steps", *map(str, plan.eval_steps), "--guidance", f"{GUIDANCE:g}",
+            "--reference", str(plan.domain_dir(domain)), "--fid-features", "testbed", "--prompt-accuracy", "none",
+            "--num-images", str(plan.num_images), "--batch-size", "100", "--seed", "0",
+            "--threads", "1" if plan.jobs > 1 else "0", "--out", str(report.parent)]  # fmt: skip
+
+
+def lcf_argv(plan: Plan, domain: str, mode: str, budget: int, resume: bool) -> list[str]:
+    sets = [f"model.student={plan.student}", f"data.dataset={plan.domain_dir(domain) / 'train'}",
+            f"train.max_train_steps={budget}", f"train.checkpoint_every={budget}",
+            f"train.checkpoints_keep={len(plan.budgets) + 1}", "train.validation_prompts=[]",
+            f"objective.curriculum_stage_steps={plan.stage_steps}", "optim.lr_warmup_steps=10", *MODES[mode]]
+    return train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", plan.run_dir(domain, mode), sets, resume=resume)
+
+
+def adapt_run(plan: Plan, domain: str, mode: str) -> None:
+    """Train one (domain, mode) run to each budget in turn (resuming) and evaluate its target after each, in this
+    process through the toolkit's CLIs (saves ~20 s of start-up per segment)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    from lcm_distill.cli import main as train_cli
+    from lcm_distill.cli.evaluate import main as evaluate_cli
+    from lcm_distill.engine.checkpoint import checkpoint_path
+
+    run = plan.run_dir(domain, mode)
+    for i, budget in enumerate(plan.budgets):
+        report = plan.report(domain, mode, budget)
+        if report.exists():
+            continue
+        t0 = time.perf_counter()
+        if not checkpoint_path(run, budget).exists():
+            argv = lcf_argv(plan, domain, mode, budget, resume=i > 0)
+            if train_cli(argv[1:], kind="lcf", prog="train_lcf.py") != 0:
+                raise RuntimeError(f"[lcf_adapt] training {domain} {mode} to {budget} steps failed")
+            AcceleratorState._reset_state(reset_partial_state=True)
+            PartialState._reset_state()
+            GradientState._reset_state()
+        evaluate_cli(evaluate_argv(plan, run / "target", domain, report)[2:])
+        print(f"[lcf_adapt] {domain} {mode} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def plan_args(plan: Plan) -> list[str]:
+    return ["--out", str(plan.out), "--student", str(plan.student), "--domains", *plan.domains,
+            "--modes", *plan.modes, "--budgets", *map(str, plan.budgets), "--eval-steps", *map(str, plan.eval_steps),
+            "--num-images", str(plan.num_images), "--stage-steps", str(plan.stage_steps),
+            "--jobs", str(plan.jobs)]  # fmt: skip
+
+
+def chains(plan: Plan) -> list[list[Step]]:
+    work = []
+    for domain in plan.domains:
+        start = plan.report(domain, "", 0)
+        work.append([Step(f"eval-{domain}-start", evaluate_argv(plan, plan.student, domain, start), start)])
+        for mode in plan.modes:
+            argv = ["benchmarks/lcf_adapt.py", "--run", domain, mode, *plan_args(plan)]
+            work.append([Step(f"lcf-{domain}-{mode}", argv, plan.report(domain, mode, plan.budgets[-1]))])
+    return sorted(work, key=lambda c: c[0].name.startswith("eval"))  # the long chains first
+
+
+def fid(plan: Plan, domain: str, mode: str, budget: int, steps: int) -> float:
+    report = json.loads(plan.report(domain, mode, budget).read_text())
+    return next(r["fid"] for r in report["results"] if r["steps"] == steps)
+
+
+def write_report(plan: Plan, command: str, minutes: float) -> str:
+    budgets = [0, *plan.budgets]
+    head = " | ".join(f"{s}-step FID at {', '.join(map(str, budgets))} LCF steps" for s in plan.eval_steps)
+    md = [f"Command: `{command}` ({minutes:.1f} min on this machine). Held-out FID (testbed features, "
+          f"{plan.num_images} images, guidance_scale {GUIDANCE:g}) of the exported target; budget 0 is the LCM "
+          "before fine-tuning. Lower is better.", "",
+          f"| domain | mode | {head} |", "|---|---|" + "---|" * len(plan.eval_steps)]  # fmt: skip
+    verdicts = []
+    for domain in plan.domains:
+        for mode in plan.modes:
+            cells = [", ".join(f"{fid(plan, domain, mode, b, s):.2f}" for b in budgets) for s in plan.eval_steps]
+            md.append(f"| {domain} | {mode} | " + " | ".join(cells) + " |")
+        start4 = fid(plan, domain, "", 0, 4)
+        start1 = fid(plan, domain, "", 0, 1)
+        paper1000 = fid(plan, domain, "paper", plan.budgets[-1], 4) if "paper" in plan.modes else None
+        for mode in plan.modes:
+            fall = 1 - fid(plan, domain, mode, 300, 4) / start4 if 300 in plan.budgets else float("nan")
+            reach = [b for b in plan.budgets if paper1000 is not None and fid(plan, domain, mode, b, 4) <= paper1000]
+            one = fid(plan, domain, mode, plan.budgets[-1], 1)
+            verdicts.append(
+                f"| {domain} | {mode} | {fall:.0%} ({'met' if fall >= 0.5 else 'MISSED'}) | "
+                f"{reach[0] if reach else '> ' + str(plan.budgets[-1])} "
+                f"({'met' if reach and reach[0] * 5 <= plan.budgets[-1] else 'MISSED'}) | "
+                f"{start1:.2f} -> {one:.2f} ({'met' if one < start1 else 'MISSED'}) |"
+            )
+    md += ["", "Targets: 4-step FID fall within 300 steps (>= 50%); first budget whose 4-step FID reaches paper mode's "
+           f"{plan.budgets[-1]}-step FID (<= {plan.budgets[-1] // 5} steps); 1-step FID before -> after "
+           f"{plan.budgets[-1]} steps (better).", "",
+           f"| domain | mode | 4-step fall at 300 | reaches paper@{plan.budgets[-1]} at | 1-step FID |",
+           "|---|---|---|---|---|",
+           *verdicts]  # fmt: skip
+    md += ["", "![4-step FID vs LCF steps](lcf_adapt.png)", ""]
+    _plot(plan, budgets)
+    text = "\n".join(md)
+    (plan.out / "lcf_adapt.md").write_text(text)
+    return text
+
+
+def _plot(plan: Plan, budgets: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(plan.domains), figsize=(4.2 * len(plan.domains), 3.4), squeeze=False)
+    for ax, domain in zip(axes[0], plan.domains, strict=True):
+        for mode in plan.modes:
+            ys = [fid(plan, domain, mode, b, 4) for b in budgets]
+            ax.plot(budgets, ys, marker="o", label=mode)
+        ax.set_title(domain)
+        ax.set_xscale("symlog", linthresh=100)
+        ax.set_xlabel("LCF steps")
+        ax.set_ylabel("4-step held-out FID")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plan.out / "lcf_adapt.png", dpi=110)
+    plt.close(fig)
+
+
+def prepare(plan: Plan) -> None:
+    """The testbed data, the testbed LCM (unless --student exists) and the domains."""
+    from lcm_distill.testbed.domains import write_domain
+
+    if not (plan.student / "model_index.json").exists():
+        digits = plan.out / "testbed-digits"
+        if not (digits / "train" / "metadata.jsonl").exists():
+            subprocess.run([sys.executable, "-m", "lcm_distill.testbed.render", "--out", str(digits)], cwd=ROOT,
+                           check=True)  # fmt: skip
+        lcd = plan.student.parent
+        argv = train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", lcd,
+                          [f"train.max_train_steps={plan.lcd_steps}", f"train.checkpoint_every={plan.lcd_steps}",
+                           f"data.dataset={digits / 'train'}", "train.validation_prompts=[]"])  # fmt: skip
+        print(f"[lcf_adapt] distilling the testbed LCM into {lcd}", flush=True)
+        subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
+    for domain in plan.domains:
+        if not (plan.domain_dir(domain) / "test" / "metadata.jsonl").exists():
+            write_domain(plan.domain_dir(domain), domain)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("outputs/bench-lcf-adapt"))
+    p.add_argument("--student", type=Path, default=None,
+                   help="LCM folder to fine-tune (default: distil the testbed LCM into OUT/lcd/target)")
+    p.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    p.add_argument("--modes", nargs="+", default=Plan.__dataclass_fields__["modes"].default_factory(),
+                   choices=list(MODES))  # fmt: skip
+    p.add_argument("--budgets", nargs="+", type=int, default=[100, 200, 300, 1000])
+    p.add_argument("--eval-steps", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--num-images", type=int, default=300)
+    p.add_argument("--stage-steps", type=int, default=50, help="objective.curriculum_stage_steps of curriculum modes")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--run", nargs=2, metavar=("DOMAIN", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--publish", action="store_true", help="write the results into benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    if sorted(args.budgets) != args.budgets or args.budgets[0] < 1:
+        p.error(f"--budgets {args.budgets}: positive and ascending")
+    if 4 not in args.eval_steps:
+        p.error("--eval-steps must include 4 (the targets are on 4-step FID)")
+    out = args.out.resolve()
+    plan = Plan(out=out, student=(args.student or out / "lcd" / "target").resolve(), domains=args.domains,
+                modes=args.modes, budgets=args.budgets, eval_steps=args.eval_steps, num_images=args.num_images,
+                stage_steps=args.stage_steps, jobs=args.jobs)  # fmt: skip
+    if args.run:
+        adapt_run(plan, *args.run)
+        return 0
+    t0 = time.perf_counter()
+    prepare(plan)
+    run_chains(chains(plan), plan)
+    command = shlex.join(["python", "benchmarks/lcf_adapt.py", *(argv if argv is not None else sys.argv[1:])])
+    text = write_report(plan, command, (time.perf_counter() - t0) / 60)
+    print(text)
+    if args.publish:
+        publish(text, ROOT / "benchmarks" / "RESULTS.md", "lcf_adapt", TITLE, [plan.out / "lcf_adapt.png"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

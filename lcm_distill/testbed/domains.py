@@ -1,0 +1,131 @@
+"""New domains for LCF experiments: images the digits testbed's LCM never saw, with captions and held-out splits.
+
+``python -m lcm_distill.testbed.domains --out outputs/lcf-domains`` writes one imagefolder per domain (seconds):
+
+- ``letters``: capital letters A-J rendered from the TrueType font that ships inside Pillow (``ImageFont.load_default``)
+  in the six testbed colours on a light grey background, jittered in position, size and rotation. Captions
+  "a red letter c": "letter" and the letter names are words the testbed text encoder was never trained on.
+- ``shapes``: five drawn shapes (circle, square, triangle, cross, ring) in the six colours on a mid-grey background,
+  jittered in position and size. Captions "a red circle" (unseen words).
+- ``shapes_known``: the same images as ``shapes``, captioned with words the encoder knows ("a red digit 0" for a
+  circle, ... "digit 4" for a ring), so known-word and new-word captions can be compared on identical pixels.
+
+Every domain differs from the training data (coloured strokes on black) in shapes, background and captions. The
+train and test splits use disjoint jitter draws (seeded), so the same call writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .digits import COLOR_NAMES, COLORS
+
+LETTERS = tuple("ABCDEFGHIJ")
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+DOMAINS = ("letters", "shapes", "shapes_known")
+SUPERSAMPLE = 4  # draw at 4x and downsample with a box filter: anti-aliased edges like the digits' bilinear strokes
+
+
+def _letter(draw, cx: float, cy: float, s: float, name: str, fill) -> None:
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=max(8, round(s * 1.6)))
+    draw.text((cx, cy), name, fill=fill, font=font, anchor="mm")
+
+
+def _shape(draw, cx: float, cy: float, s: float, name: str, fill) -> None:
+    r = s / 2
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if name == "circle":
+        draw.ellipse(box, fill=fill)
+    elif name == "square":
+        draw.rectangle(box, fill=fill)
+    elif name == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r * math.sqrt(3) / 2, cy + r / 2), (cx - r * math.sqrt(3) / 2, cy + r / 2)],
+                     fill=fill)  # fmt: skip
+    elif name == "cross":
+        w = r / 2.5
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+    elif name == "ring":
+        draw.ellipse(box, outline=fill, width=max(1, round(r / 2.5)))
+    else:  # pragma: no cover - names come from SHAPES
+        raise ValueError(name)
+
+
+SPECS: dict[str, tuple[tuple[str, ...], Callable, tuple[int, int, int], Callable[[str, str], str]]] = {
+    # domain -> (object names, painter, background RGB, caption(color, name))
+    "letters": (LETTERS, _letter, (215, 215, 215), lambda c, n: f"a {c} letter {n.lower()}"),
+    "shapes": (SHAPES, _shape, (128, 128, 128), lambda c, n: f"a {c} {n}"),
+    "shapes_known": (SHAPES, _shape, (128, 128, 128), lambda c, n: f"a {c} digit {SHAPES.index(n)}"),
+}
+
+
+def render_domain(domain: str, split: str, per_prompt: int, size: int = 16, seed: int = 0):
+    """(images uint8 (N, size, size, 3), captions): every (colour, object) prompt ``per_prompt`` times."""
+    from PIL import Image, ImageDraw
+
+    if domain not in SPECS:
+        raise ValueError(f"domain={domain!r} is not one of {list(DOMAINS)}.")
+    names, paint, background, caption = SPECS[domain]
+    pixel_seed = {"letters": 0, "shapes": 1, "shapes_known": 1}[domain]  # shapes_known: the same pixels as shapes
+    rng = np.random.default_rng([seed, pixel_seed, 0 if split == "train" else 1])
+    big = size * SUPERSAMPLE
+    images, captions = [], []
+    for _ in range(per_prompt):
+        for color in COLOR_NAMES:
+            for name in names:
+                s = big * rng.uniform(0.45, 0.7)
+                cx, cy = big / 2 + rng.uniform(-0.15, 0.15, size=2) * big
+                img = Image.new("RGB", (big, big), background)
+                fill = tuple(round(255 * v) for v in COLORS[color])
+                paint(ImageDraw.Draw(img), cx, cy, s, name, fill)
+                if domain == "letters":
+                    img = img.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=background)
+                images.append(np.asarray(img.resize((size, size), Image.BOX)))
+                captions.append(caption(color, name))
+    return np.stack(images), captions
+
+
+def write_domain(root: str | Path, domain: str, train_per_prompt: int = 20, test_per_prompt: int = 10,
+                 size: int = 16, seed: int = 0) -> Path:  # fmt: skip
+    """Write ``root/train`` and ``root/test`` as Hugging Face imagefolders (PNG + metadata.jsonl)."""
+    from PIL import Image
+
+    root = Path(root)
+    for split, n in (("train", train_per_prompt), ("test", test_per_prompt)):
+        images, captions = render_domain(domain, split, n, size, seed)
+        out = root / split
+        out.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i, (arr, text) in enumerate(zip(images, captions, strict=True)):
+            name = f"{i:05d}.png"
+            Image.fromarray(arr, mode="RGB").save(out / name, optimize=False)
+            lines.append(json.dumps({"file_name": name, "text": text}))
+        (out / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcm_distill.testbed.domains", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/lcf-domains", help="one folder per domain inside")
+    p.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    p.add_argument("--size", type=int, default=16)
+    p.add_argument("--train-per-prompt", type=int, default=20)
+    p.add_argument("--test-per-prompt", type=int, default=10)
+    args = p.parse_args(argv)
+    for d in args.domains:
+        root = write_domain(Path(args.out) / d, d, args.train_per_prompt, args.test_per_prompt, args.size)
+        counts = {split: len(list((root / split).glob("*.png"))) for split in ("train", "test")}
+        print(f"[domains] {root}: {counts['train']} train, {counts['test']} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

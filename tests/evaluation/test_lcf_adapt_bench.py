@@ -1,0 +1,102 @@
+"""benchmarks/lcf_adapt.py and the new LCF domains: every mode is a valid train_lcf.py command with its switches,
+the report states each target as met or missed, and the domains are deterministic, captioned and held out.
+
+The benchmark itself (~25 minutes) is measured in benchmarks/RESULTS.md; here its pieces run on synthetic inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lcm_distill.cli.train import parse_run
+from lcm_distill.evaluation.report import EvalReport, ResultRow
+from lcm_distill.testbed.domains import DOMAINS, render_domain, write_domain
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("lcf_adapt_bench", ROOT / "benchmarks" / "lcf_adapt.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_domains_are_deterministic_held_out_and_captioned(tmp_path):
+    a, caps = render_domain("shapes", "train", 2)
+    b, _ = render_domain("shapes", "train", 2)
+    test, _ = render_domain("shapes", "test", 2)
+    known, known_caps = render_domain("shapes_known", "train", 2)
+    assert a.shape == (60, 16, 16, 3) and np.array_equal(a, b) and not np.array_equal(a, test)
+    assert np.array_equal(a, known)  # identical pixels, known-word captions
+    assert caps[:2] == ["a red circle", "a red square"] and known_caps[:2] == ["a red digit 0", "a red digit 1"]
+    letters, letter_caps = render_domain("letters", "test", 1)
+    assert letters.shape == (60, 16, 16, 3) and letter_caps[0] == "a red letter a"
+    assert letters[:, 0, 0].mean() > 150 and a[:, 0, 0].mean() < 150  # light vs mid-grey backgrounds, not black
+    root = write_domain(tmp_path / "d", "letters", train_per_prompt=1, test_per_prompt=1)
+    rows = [json.loads(x) for x in (root / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 and (root / "test" / rows[0]["file_name"]).exists()
+    with pytest.raises(ValueError, match="domain='fonts'"):
+        render_domain("fonts", "train", 1)
+    assert set(DOMAINS) == {"letters", "shapes", "shapes_known"}
+
+
+def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys):
+    plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", modes=list(bench.MODES))
+    work = bench.chains(plan)
+    names = [c[0].name for c in work]
+    assert names[:len(bench.MODES)] == [f"lcf-letters-{m}" for m in bench.MODES] and "eval-shapes-start" in names
+    seen = {}
+    for mode in bench.MODES:
+        argv = bench.lcf_argv(plan, "shapes", mode, 300, resume=True)
+        assert argv[-2:] == ["--resume", "latest"]
+        cfg = parse_run(argv[1:], "lcf", argv[0])[1]
+        seen[mode] = (cfg.objective.curriculum, cfg.train.ema_schedule, cfg.train.ema_decay)
+        assert cfg.data.dataset == str(plan.domain_dir("shapes") / "train") and cfg.objective.kind == "lcf"
+        assert cfg.train.max_train_steps == 300 and cfg.objective.curriculum_stage_steps == plan.stage_steps
+    assert seen == {"paper": ("none", "fixed", 0.95), "curriculum": ("doubling", "fixed", 0.95),
+                    "curriculum_ema": ("doubling", "curriculum", 0.95), "mu0": ("none", "fixed", 0.0),
+                    "curriculum_mu0": ("doubling", "fixed", 0.0)}  # fmt: skip
+    ev = bench.evaluate_argv(plan, tmp_path / "lcm", "letters", plan.report("letters", "paper", 100))
+    assert ev[ev.index("--reference") + 1] == str(plan.domain_dir("letters"))
+
+
+def _report(path: Path, fids: dict[int, float]) -> None:
+    rows = [ResultRow(steps=s, guidance_scale=6.0, omega=5.0, num_images=4, fid=f) for s, f in fids.items()]
+    EvalReport(model="m", kind="lcm", pipeline="p", scheduler="s", timestep_spacing=None, seed=0,
+               image_size=[16, 16], device="cpu", dtype="fp32", feature_extractor="testbed", reference=None,
+               scorers=[], results=rows).write(path / "report.json")
+
+
+def test_report_states_each_target_met_or_missed(bench, tmp_path):
+    plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", domains=["shapes"], modes=["paper", "mu0"],
+                      budgets=[100, 200, 300, 1000], eval_steps=[1, 4])  # fmt: skip
+    _report(plan.report("shapes", "", 0).parent, {1: 50.0, 4: 40.0})
+    paper = {100: 38.0, 200: 36.0, 300: 30.0, 1000: 20.0}  # falls 25% by 300: missed; its own 1000 at 1000
+    fast = {100: 25.0, 200: 19.0, 300: 12.0, 1000: 8.0}  # falls 70% by 300; reaches 20 at 200 = 1/5
+    for mode, curve in (("paper", paper), ("mu0", fast)):
+        for b, f in curve.items():
+            _report(plan.report("shapes", mode, b).parent, {1: 60.0 if mode == "paper" else 45.0, 4: f})
+    text = bench.write_report(plan, "python benchmarks/lcf_adapt.py", 1.0)
+    assert "| shapes | paper | 50.00, 60.00, 60.00, 60.00, 60.00 | 40.00, 38.00, 36.00, 30.00, 20.00 |" in text
+    assert "| shapes | paper | 25% (MISSED) | 1000 (MISSED) | 50.00 -> 60.00 (MISSED) |" in text
+    assert "| shapes | mu0 | 70% (met) | 200 (met) | 50.00 -> 45.00 (met) |" in text
+    assert (plan.out / "lcf_adapt.png").stat().st_size > 0
+
+
+def test_cli_names_the_bad_input(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--budgets", "300", "100"])
+    assert "--budgets [300, 100]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--eval-steps", "1", "2"])
+    assert "--eval-steps" in capsys.readouterr().err
