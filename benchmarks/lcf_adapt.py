@@ -115,7 +115,8 @@ def adapt_run(plan: Plan, domain: str, mode: str) -> None:
             AcceleratorState._reset_state(reset_partial_state=True)
             PartialState._reset_state()
             GradientState._reset_state()
-        evaluate_cli(evaluate_argv(plan, run / "target", domain, report)[2:])
+        model = run / "target" if (run / "target").exists() else run / "student"  # mu = 0: no target network
+        evaluate_cli(evaluate_argv(plan, model, domain, report)[2:])
         print(f"[lcf_adapt] {domain} {mode} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -147,7 +148,7 @@ def write_report(plan: Plan, command: str, minutes: float) -> str:
     head = " | ".join(f"{s}-step FID at {', '.join(map(str, budgets))} LCF steps" for s in plan.eval_steps)
     md = [f"Command: `{command}` ({minutes:.1f} min on this machine). Held-out FID (testbed features, "
           f"{plan.num_images} images, guidance_scale {GUIDANCE:g}) of the exported target; budget 0 is the LCM "
-          "before fine-tuning. Lower is better.", "",
+          "before fine-tuning. Lower is better. Modes without a target network (mu = 0) are scored on the student.", "",
           f"| domain | mode | {head} |", "|---|---|" + "---|" * len(plan.eval_steps)]  # fmt: skip
     verdicts = []
     for domain in plan.domains:
