@@ -41,11 +41,11 @@ from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
 TITLE = "LCF that adapts: new domains, held-out FID per LCF mode (benchmarks/lcf_adapt.py)"
 MODES: dict[str, list[str]] = {
-    "paper": [],
+    "paper": ["objective.curriculum=none"],  # explicit: configs/lcf_tiny_cpu.yaml now ships the curriculum
     "curriculum": ["objective.curriculum=doubling", "objective.curriculum_start_points=5"],
     "curriculum_ema": ["objective.curriculum=doubling", "objective.curriculum_start_points=5",
                        "train.ema_schedule=curriculum"],
-    "mu0": ["train.ema_decay=0"],
+    "mu0": ["objective.curriculum=none", "train.ema_decay=0"],
     "curriculum_mu0": ["objective.curriculum=doubling", "objective.curriculum_start_points=5", "train.ema_decay=0"],
 }  # fmt: skip
 DOMAINS = ("letters", "shapes", "shapes_known")

@@ -82,3 +82,15 @@ def test_a_run_draws_from_the_stage_grid_and_updates_the_target_at_the_stage_mu(
     assert set(final.start.tolist()) == set(step.grid.timesteps.tolist()) and step.grid.k == 50
     ts = TrainStep(None, step, None, None, [], seed=0, batch_size=1, ema_decay=0.9, ema_schedule="curriculum")
     assert [round(ts.ema_at(s), 6) for s in (0, 2, 4)] == [round(0.9**4, 6), round(0.9**2, 6), 0.9]
+
+
+@pytest.mark.parametrize("recipe", ["lcf_tiny_cpu", "lcf_pokemon", "lcf_pokemon_lora", "lcf_simpsons",
+                                    "lcf_simpsons_lora"])  # fmt: skip
+def test_shipped_lcf_recipes_use_the_curriculum_and_lcd_recipes_do_not(recipe):
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / "configs"
+    cfg = load_config(root / f"{recipe}.yaml")
+    assert cfg.objective.kind == "lcf" and cfg.objective.curriculum == "doubling"
+    assert curriculum_stages(cfg.objective.num_points, cfg.objective.curriculum_start_points)[-1] == 50
+    assert load_config(root / "lcd_sd21_base_512.yaml").objective.curriculum == "none"  # LCD: paper grid
