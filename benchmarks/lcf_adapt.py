@@ -18,7 +18,14 @@ What runs, every piece one of the toolkit's own commands:
 Modes (--modes): ``paper`` = Algorithm 4 as written (N = 50, fixed mu 0.95 = the recipe's, no curriculum);
 ``curriculum`` = objective.curriculum=doubling (N = 5, 10, 25, 50, --stage-steps steps each); ``curriculum_ema`` = the
 curriculum with train.ema_schedule=curriculum (mu^(50/N) at a stage of N points); ``mu0`` = no target EMA
-(train.ema_decay=0, improved consistency training's choice); ``curriculum_mu0`` = both.
+(train.ema_decay=0, improved consistency training's choice); ``curriculum_mu0`` = both. The other candidates, alone
+on paper mode and with the curriculum (``curriculum_<name>``), and all together (``curriculum_all``): ``high_noise``
+(objective.timestep_sampling=high_noise), ``pseudo_huber`` (objective.loss=pseudo_huber) and ``omega_fixed``
+(objective.omega_fixed=5, the evaluation's omega); measured as a study of their own:
+
+    python benchmarks/lcf_adapt.py --modes paper curriculum high_noise pseudo_huber omega_fixed \
+        curriculum_high_noise curriculum_pseudo_huber curriculum_omega_fixed curriculum_all \
+        --budgets 100 200 300 --section lcf_adapt_candidates --publish
 
 Targets (issue 11): held-out 4-step FID falls >= 50% within 300 steps; the fast mode reaches paper mode's 1000-step
 4-step FID within 200 steps (1/5); 1-step FID after fine-tuning better than before. The report says met or missed.
@@ -39,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
+GUIDANCE = 6.0
 TITLE = "LCF that adapts: new domains, held-out FID per LCF mode (benchmarks/lcf_adapt.py)"
 MODES: dict[str, list[str]] = {
     "paper": ["objective.curriculum=none"],  # explicit: configs/lcf_tiny_cpu.yaml now ships the curriculum
@@ -48,8 +56,18 @@ MODES: dict[str, list[str]] = {
     "mu0": ["objective.curriculum=none", "train.ema_decay=0"],
     "curriculum_mu0": ["objective.curriculum=doubling", "objective.curriculum_start_points=5", "train.ema_decay=0"],
 }  # fmt: skip
+# The other candidates of issue 11, alone (on paper mode) and with the curriculum: high-noise timestep sampling,
+# improved CT's per-sample pseudo-Huber with c scaled to the latent size, one fixed omega (5: the evaluation's).
+CANDIDATES = {
+    "high_noise": ["objective.timestep_sampling=high_noise"],
+    "pseudo_huber": ["objective.loss=pseudo_huber"],
+    "omega_fixed": [f"objective.omega_fixed={GUIDANCE - 1:g}"],
+}
+for _name, _sets in list(CANDIDATES.items()):
+    MODES[_name] = ["objective.curriculum=none", *_sets]
+    MODES[f"curriculum_{_name}"] = [*MODES["curriculum"], *_sets]
+MODES["curriculum_all"] = [*MODES["curriculum"], *(s for sets in CANDIDATES.values() for s in sets)]
 DOMAINS = ("letters", "shapes", "shapes_known")
-GUIDANCE = 6.0
 
 
 @dataclass
@@ -64,6 +82,7 @@ class Plan:
     stage_steps: int = 50
     lcd_steps: int = 300
     jobs: int = 2
+    section: str = "lcf_adapt"  # RESULTS.md marker and the report/plot file names
 
     def domain_dir(self, domain: str) -> Path:
         return self.out / "domains" / domain
@@ -174,10 +193,10 @@ def write_report(plan: Plan, command: str, minutes: float) -> str:
            f"| domain | mode | 4-step fall at 300 | reaches paper@{plan.budgets[-1]} at | 1-step FID |",
            "|---|---|---|---|---|",
            *verdicts]  # fmt: skip
-    md += ["", "![4-step FID vs LCF steps](lcf_adapt.png)", ""]
+    md += ["", f"![4-step FID vs LCF steps]({plan.section}.png)", ""]
     _plot(plan, budgets)
     text = "\n".join(md)
-    (plan.out / "lcf_adapt.md").write_text(text)
+    (plan.out / f"{plan.section}.md").write_text(text)
     return text
 
 
@@ -199,7 +218,7 @@ def _plot(plan: Plan, budgets: list[int]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(plan.out / "lcf_adapt.png", dpi=110)
+    fig.savefig(plan.out / f"{plan.section}.png", dpi=110)
     plt.close(fig)
 
 
@@ -237,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-steps", type=int, default=50, help="objective.curriculum_stage_steps of curriculum modes")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--run", nargs=2, metavar=("DOMAIN", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--section", default="lcf_adapt",
+                   help="RESULTS.md section (marker) to publish into, e.g. lcf_adapt_candidates for a --modes study")
     p.add_argument("--publish", action="store_true", help="write the results into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     if sorted(args.budgets) != args.budgets or args.budgets[0] < 1:
@@ -246,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     plan = Plan(out=out, student=(args.student or out / "lcd" / "target").resolve(), domains=args.domains,
                 modes=args.modes, budgets=args.budgets, eval_steps=args.eval_steps, num_images=args.num_images,
-                stage_steps=args.stage_steps, jobs=args.jobs)  # fmt: skip
+                stage_steps=args.stage_steps, jobs=args.jobs, section=args.section)  # fmt: skip
     if args.run:
         adapt_run(plan, *args.run)
         return 0
@@ -257,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     text = write_report(plan, command, (time.perf_counter() - t0) / 60)
     print(text)
     if args.publish:
-        publish(text, ROOT / "benchmarks" / "RESULTS.md", "lcf_adapt", TITLE, [plan.out / "lcf_adapt.png"])
+        title = TITLE if plan.section == "lcf_adapt" else f"{TITLE}: {plan.section}"
+        publish(text, ROOT / "benchmarks" / "RESULTS.md", plan.section, title, [plan.out / f"{plan.section}.png"])
     return 0
 
 

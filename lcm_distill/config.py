@@ -109,8 +109,12 @@ class ObjectiveConfig:
     # LORA_OMEGA (the LCM-LoRA report's 7.5) for a LoRA student, which has no omega input and would otherwise regress
     # to an average over guidance strengths; the range (null) for an omega-conditioned student.
     omega_fixed: float | str | None = "auto"
-    loss: str = "l2"  # l2 | huber | l1
+    # l2 | huber (element-wise, diffusers' form, c = huber_c) | pseudo_huber (improved CT: per sample, c = 0.00054
+    # sqrt(latent size); huber_c unused) | l1
+    loss: str = "l2"
     huber_c: float = 0.001
+    # t_{n+k} over the grid: uniform (the paper) | high_noise (p proportional to the grid index; functional/grid.py)
+    timestep_sampling: str = "uniform"
     # Skipping-step curriculum (functional/curriculum.py): "doubling" trains on curriculum_start_points grid points
     # (k = T / N_s) for curriculum_stage_steps steps, then doubles N (kept a divisor of num_points) up to num_points.
     curriculum: str = "none"  # none (the paper) | doubling
@@ -191,7 +195,8 @@ CHOICES = {
     "objective.kind": ("lcd", "lcf"),
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
     "objective.cfg_placement": ("paper", "guided"),
-    "objective.loss": ("l2", "huber", "l1"),
+    "objective.loss": ("l2", "huber", "pseudo_huber", "l1"),  # functional.losses.LOSS_TYPES
+    "objective.timestep_sampling": ("uniform", "high_noise"),  # functional.grid.TIMESTEP_SAMPLINGS
     "objective.curriculum": ("none", "doubling"),  # functional.curriculum.CURRICULA (tied by a test)
     "train.ema_schedule": ("fixed", "curriculum"),  # functional.curriculum.EMA_SCHEDULES
     "train.mixed_precision": ("no", "fp16", "bf16"),

@@ -65,7 +65,7 @@ def draw_step_noise(
     cfg: ObjectiveConfig,
 ) -> StepNoise:
     """Draw (t_{n+k}, t_n), omega and the two noises for the whole global micro-batch, on CPU in fp32."""
-    start, end = grid.sample_pairs(global_batch, generator=generator)
+    start, end = grid.sample_pairs(global_batch, generator=generator, sampling=cfg.timestep_sampling)
     omega = sample_omega(global_batch, *cfg.omega_range, generator=generator)  # fixed omega: same random stream
     noise = torch.randn((global_batch, *latent_shape), generator=generator)
     latent_eps = torch.randn((global_batch, *latent_shape), generator=generator)

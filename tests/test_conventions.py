@@ -21,7 +21,7 @@ def registries() -> dict[str, tuple]:
     from lcm_distill.data import SOURCES
     from lcm_distill.data.transforms import INTERPOLATION
     from lcm_distill.engine.ema import EMA_IMPLS
-    from lcm_distill.functional import CFG_PLACEMENTS, DTYPES, LOSS_TYPES, SOLVERS
+    from lcm_distill.functional import CFG_PLACEMENTS, DTYPES, LOSS_TYPES, SOLVERS, TIMESTEP_SAMPLINGS
     from lcm_distill.models import ATTENTION_IMPLS, COND_PROJ_INITS
     from lcm_distill.objectives import OBJECTIVE_KINDS
 
@@ -29,7 +29,7 @@ def registries() -> dict[str, tuple]:
         "objective.solver": tuple(SOLVERS), "objective.cfg_placement": CFG_PLACEMENTS, "objective.loss": LOSS_TYPES,
         "objective.kind": OBJECTIVE_KINDS, "model.frozen_dtype": tuple(DTYPES), "model.attention": ATTENTION_IMPLS,
         "model.cond_proj_init": COND_PROJ_INITS, "data.source": SOURCES, "data.interpolation": tuple(INTERPOLATION),
-        "train.ema_impl": EMA_IMPLS,
+        "train.ema_impl": EMA_IMPLS, "objective.timestep_sampling": TIMESTEP_SAMPLINGS,
     }  # fmt: skip
 
 

@@ -9,9 +9,9 @@ from ..conventions import (
 )
 from .consistency import SIGMA_DATA, TIMESTEP_SCALING, boundary_scalings, consistency_function
 from .dtypes import DTYPE_NAMES, DTYPES, dtype_from_name, dtype_name
-from .grid import SkippingGrid
+from .grid import TIMESTEP_SAMPLINGS, SkippingGrid, timestep_weights
 from .guidance import cfg_combine, omega_embedding, sample_omega
-from .losses import LOSS_TYPES, LOSSES, consistency_loss, l1_loss, l2_loss, pseudo_huber_loss
+from .losses import LOSS_TYPES, LOSSES, consistency_loss, l1_loss, l2_loss, pseudo_huber_ict_loss, pseudo_huber_loss
 from .schedule import (
     PREDICTION_TYPES,
     NoiseSchedule,
@@ -43,6 +43,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "SIGMA_DATA",
     "SOLVERS",
+    "TIMESTEP_SAMPLINGS",
     "TIMESTEP_SCALING",
     "NoiseSchedule",
     "SkippingGrid",
@@ -67,8 +68,10 @@ __all__ = [
     "num_train_timesteps",
     "omega_embedding",
     "omega_from_guidance_scale",
+    "pseudo_huber_ict_loss",
     "pseudo_huber_loss",
     "sample_omega",
     "solver_step",
+    "timestep_weights",
     "to_x0_eps",
 ]

@@ -18,6 +18,24 @@ from torch import Tensor
 
 from ..conventions import DEFAULT_NUM_TRAIN_TIMESTEPS
 
+TIMESTEP_SAMPLINGS = ("uniform", "high_noise")  # objective.timestep_sampling
+
+
+def timestep_weights(num_points: int, sampling: str = "uniform") -> Tensor:
+    """Probabilities of the N grid points (ascending t) as the training t_{n+k}: "uniform" (LCM Algorithm 1/4) or
+    "high_noise", p(i) proportional to i + 1 (t = 999 drawn N times as often as the first point, mean index ~2N/3).
+
+    Why high noise (issue 11): consistency training learns the data at the boundary and passes it up the grid, so
+    the high-noise end - layout, background - moves last when fine-tuning on a new domain; drawing it more often
+    gives it more updates. (Improved CT's lognormal instead favours mid noise; this is the opposite bet for LCF.)
+    """
+    if sampling == "uniform":
+        return torch.full((num_points,), 1.0 / num_points, dtype=torch.float64)
+    if sampling == "high_noise":
+        ramp = torch.arange(1, num_points + 1, dtype=torch.float64)
+        return ramp / ramp.sum()
+    raise ValueError(f"objective.timestep_sampling={sampling!r} is not one of {list(TIMESTEP_SAMPLINGS)}.")
+
 
 @dataclass(frozen=True)
 class SkippingGrid:
@@ -51,10 +69,19 @@ class SkippingGrid:
         return (t - self.k).clamp_min(0)
 
     def sample_pairs(
-        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        sampling: str = "uniform",
     ) -> tuple[Tensor, Tensor]:
-        """Per-sample (t_{n+k}, t_n), t_{n+k} uniform over the N grid points (Algorithm 1 line 3)."""
-        index = torch.randint(0, self.num_points, (batch_size,), generator=generator, device="cpu")
+        """Per-sample (t_{n+k}, t_n), t_{n+k} drawn over the N grid points: uniform (Algorithm 1 line 3) or with
+        :func:`timestep_weights` ("uniform" keeps the exact random stream of the unweighted draw)."""
+        if sampling == "uniform":
+            index = torch.randint(0, self.num_points, (batch_size,), generator=generator, device="cpu")
+        else:
+            weights = timestep_weights(self.num_points, sampling)
+            index = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
         start = self.timesteps[index].to(device)
         return start, self.previous(start)
 

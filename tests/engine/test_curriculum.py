@@ -84,6 +84,26 @@ def test_a_run_draws_from_the_stage_grid_and_updates_the_target_at_the_stage_mu(
     assert [round(ts.ema_at(s), 6) for s in (0, 2, 4)] == [round(0.9**4, 6), round(0.9**2, 6), 0.9]
 
 
+def test_a_run_draws_high_noise_pairs_when_asked(make_cfg):
+    """objective.timestep_sampling=high_noise reaches the step's draw (with the curriculum's coarse grid too); the
+    uniform run's draw is unchanged."""
+    base = ["objective.num_points=20", "objective.curriculum=doubling", "objective.curriculum_start_points=5",
+            "objective.curriculum_stage_steps=2"]  # fmt: skip
+    cfg, hi_cfg = make_cfg(*base), make_cfg(*base, "objective.timestep_sampling=high_noise")
+    models = load_run_models(cfg)
+    uniform = ConsistencyStep(models, cfg.objective, cfg.data.resolution)
+    high = ConsistencyStep(models, hi_cfg.objective, hi_cfg.data.resolution)
+    for s, k in ((0, 200), (4, 50)):
+        u, h = uniform.draw(0, s, 4096), high.draw(0, s, 4096)
+        n = 1000 // k
+        p = torch.arange(1, n + 1, dtype=torch.float64) / (n * (n + 1) / 2)
+        expected_mean = float((p * (torch.arange(1, n + 1) * k - 1)).sum())
+        assert abs(h.start.double().mean().item() - expected_mean) < 0.03 * expected_mean, (s, h.start.double().mean())
+        assert u.start.double().mean().item() < h.start.double().mean().item() - 0.1 * k
+        assert torch.equal(h.end, (h.start - k).clamp_min(0))
+        assert torch.equal(u.start, uniform.draw(0, s, 4096).start)
+
+
 @pytest.mark.parametrize("recipe", ["lcf_tiny_cpu", "lcf_pokemon", "lcf_pokemon_lora", "lcf_simpsons",
                                     "lcf_simpsons_lora"])  # fmt: skip
 def test_shipped_lcf_recipes_use_the_curriculum_and_lcd_recipes_do_not(recipe):

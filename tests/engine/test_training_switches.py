@@ -21,9 +21,10 @@ from lcm_distill.engine import train
         ("data.center_crop=true", "data.random_flip=false", "data.interpolation=bicubic", "data.max_samples=8",
          "data.num_workers=1"),
         ("objective.num_points=20", "optim.lr_scheduler=cosine", "optim.lr_warmup_steps=1", "optim.weight_decay=0.01"),
+        ("objective.timestep_sampling=high_noise", "objective.loss=pseudo_huber"),
     ],
     ids=["bf16-autocast", "frozen-bf16", "frozen-fp16-dpmpp", "ckpt-eager", "random-l1-dpm2-guided", "data",
-         "grid20-cosine"],
+         "grid20-cosine", "high-noise-pseudo-huber"],
 )  # fmt: skip
 def test_switch_runs(make_cfg, overrides):
     result = train(make_cfg(*overrides))

@@ -60,12 +60,22 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
         argv = bench.lcf_argv(plan, "shapes", mode, 300, resume=True)
         assert argv[-2:] == ["--resume", "latest"]
         cfg = parse_run(argv[1:], "lcf", argv[0])[1]
-        seen[mode] = (cfg.objective.curriculum, cfg.train.ema_schedule, cfg.train.ema_decay)
+        o = cfg.objective
+        seen[mode] = (o.curriculum, cfg.train.ema_schedule, cfg.train.ema_decay, o.timestep_sampling, o.loss,
+                      o.omega_fixed)  # fmt: skip
         assert cfg.data.dataset == str(plan.domain_dir("shapes") / "train") and cfg.objective.kind == "lcf"
         assert cfg.train.max_train_steps == 300 and cfg.objective.curriculum_stage_steps == plan.stage_steps
-    assert seen == {"paper": ("none", "fixed", 0.95), "curriculum": ("doubling", "fixed", 0.95),
-                    "curriculum_ema": ("doubling", "curriculum", 0.95), "mu0": ("none", "fixed", 0.0),
-                    "curriculum_mu0": ("doubling", "fixed", 0.0)}  # fmt: skip
+    base = ("fixed", 0.95, "uniform", "huber", None)  # the recipe's
+    hi, ph, w5 = ("fixed", 0.95, "high_noise", "huber", None), ("fixed", 0.95, "uniform", "pseudo_huber", None), \
+        ("fixed", 0.95, "uniform", "huber", 5.0)
+    assert seen == {"paper": ("none", *base), "curriculum": ("doubling", *base),
+                    "curriculum_ema": ("doubling", "curriculum", 0.95, "uniform", "huber", None),
+                    "mu0": ("none", "fixed", 0.0, "uniform", "huber", None),
+                    "curriculum_mu0": ("doubling", "fixed", 0.0, "uniform", "huber", None),
+                    "high_noise": ("none", *hi), "pseudo_huber": ("none", *ph), "omega_fixed": ("none", *w5),
+                    "curriculum_high_noise": ("doubling", *hi), "curriculum_pseudo_huber": ("doubling", *ph),
+                    "curriculum_omega_fixed": ("doubling", *w5),
+                    "curriculum_all": ("doubling", "fixed", 0.95, "high_noise", "pseudo_huber", 5.0)}  # fmt: skip
     ev = bench.evaluate_argv(plan, tmp_path / "lcm", "letters", plan.report("letters", "paper", 100))
     assert ev[ev.index("--reference") + 1] == str(plan.domain_dir("letters"))
 
@@ -100,3 +110,25 @@ def test_cli_names_the_bad_input(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--eval-steps", "1", "2"])
     assert "--eval-steps" in capsys.readouterr().err
+
+
+def test_a_study_publishes_into_its_own_section(bench, tmp_path):
+    """--section: a --modes study (the candidates) writes its own report, plot and RESULTS.md section and leaves the
+    main lcf_adapt section alone."""
+    plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", domains=["shapes"],
+                      modes=["paper", "curriculum_high_noise"], budgets=[100, 300], eval_steps=[1, 4],
+                      section="lcf_adapt_candidates")  # fmt: skip
+    _report(plan.report("shapes", "", 0).parent, {1: 50.0, 4: 40.0})
+    for mode, curve in (("paper", {100: 38.0, 300: 30.0}), ("curriculum_high_noise", {100: 20.0, 300: 18.0})):
+        for b, f in curve.items():
+            _report(plan.report("shapes", mode, b).parent, {1: 45.0, 4: f})
+    text = bench.write_report(plan, "python benchmarks/lcf_adapt.py --section lcf_adapt_candidates", 1.0)
+    assert "(lcf_adapt_candidates.png)" in text
+    assert "| shapes | curriculum_high_noise | 55% (met) | 100 (MISSED) |" in text  # 1/5 of 300 is 60 steps
+    assert (plan.out / "lcf_adapt_candidates.png").stat().st_size > 0 and not (plan.out / "lcf_adapt.png").exists()
+    results = tmp_path / "RESULTS.md"
+    results.write_text("<!-- lcf_adapt:begin -->\nmain\n<!-- lcf_adapt:end -->\n")
+    bench.publish(text, results, plan.section, "t", [plan.out / "lcf_adapt_candidates.png"])
+    new = results.read_text()
+    assert "<!-- lcf_adapt:begin -->\nmain\n<!-- lcf_adapt:end -->" in new
+    assert "<!-- lcf_adapt_candidates:begin -->" in new

@@ -9,6 +9,7 @@ from lcm_distill.functional import (
     consistency_loss,
     omega_embedding,
     omega_from_guidance_scale,
+    pseudo_huber_ict_loss,
     pseudo_huber_loss,
     sample_omega,
 )
@@ -91,3 +92,27 @@ def test_losses():
     assert consistency_loss(a.half(), b.half(), "huber").dtype == torch.float32
     with pytest.raises(ValueError, match="loss_type"):
         consistency_loss(a, b, "l3")
+
+
+def test_pseudo_huber_is_improved_cts_per_sample_form():
+    """objective.loss=pseudo_huber: mean_b (sqrt(||d_b||^2 + c^2) - c) / sqrt(D), c = 0.00054 sqrt(D), D = C*h*w.
+    Hand-computed on two samples of D = 4: fails for the element-wise form, an unscaled c, or a missing 1/sqrt(D)."""
+    zero = torch.zeros(2, 1, 2, 2)
+    d = torch.tensor([[3e-4, 3e-4, 3e-4, 3e-4], [0.3, 0.0, -0.4, 0.0]]).reshape(2, 1, 2, 2)
+    c = 0.00054 * 2.0  # sqrt(D) = 2
+    norms = [(4 * 9e-8) ** 0.5, 0.5]
+    expected = sum((n**2 + c**2) ** 0.5 - c for n in norms) / 2 / 2.0
+    assert pseudo_huber_ict_loss(d, zero).item() == pytest.approx(expected, rel=1e-5)
+    assert consistency_loss(d, zero, "pseudo_huber", huber_c=0.5).item() == pytest.approx(expected, rel=1e-5)
+    elementwise = torch.mean(torch.sqrt(d**2 + 0.00054**2) - 0.00054).item()
+    assert abs(elementwise - expected) > 0.2 * expected
+    small = ((norms[0] ** 2 + c**2) ** 0.5 - c) / 2.0  # near c, where its scale matters
+    assert pseudo_huber_ict_loss(d[:1], zero[:1]).item() == pytest.approx(small, rel=1e-5)
+    unscaled = ((norms[0] ** 2 + 0.00054**2) ** 0.5 - 0.00054) / 2.0
+    assert abs(unscaled - small) > 0.5 * small
+    assert pseudo_huber_ict_loss(zero, zero).item() == 0.0
+    # per sample: scaling one sample's error by 10 scales its gradient by ~1 (unit length), not by 10 as l2 does
+    x = torch.stack([d[1], 10 * d[1]]).requires_grad_()
+    pseudo_huber_ict_loss(x, zero).backward()
+    g = x.grad.flatten(1).norm(dim=1)
+    assert g[0].item() == pytest.approx(g[1].item(), rel=0.05)

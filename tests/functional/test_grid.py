@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, LCMScheduler
 
-from lcm_distill.functional import SkippingGrid
+from lcm_distill.functional import SkippingGrid, timestep_weights
 
 
 def test_grid_equals_ddim_trailing(sd_scheduler_config):
@@ -33,6 +33,33 @@ def test_sample_pairs_uniform_on_grid_and_k_apart():
     assert end.min().item() == 0  # first grid step lands on t = 0
     again, _ = grid.sample_pairs(50_000, generator=torch.Generator().manual_seed(0))
     assert torch.equal(start, again)
+
+
+def test_high_noise_sampling_follows_the_ramp():
+    """objective.timestep_sampling=high_noise: p(grid index i) = (i + 1) / sum, so t = 999 is drawn N times as often
+    as t = k - 1 (fails if the ramp is reversed toward low noise, flat, or off the grid)."""
+    grid = SkippingGrid(1000, 50)
+    w = timestep_weights(50, "high_noise")
+    assert w.sum().item() == pytest.approx(1.0) and w[-1].item() == pytest.approx(50 * w[0].item())
+    assert torch.equal(timestep_weights(50, "uniform"), torch.full((50,), 1 / 50, dtype=torch.float64))
+    start, end = grid.sample_pairs(200_000, generator=torch.Generator().manual_seed(0), sampling="high_noise")
+    assert set(start.unique().tolist()) <= set(grid.timesteps.tolist())
+    assert torch.equal(end, (start - 20).clamp_min(0))
+    freq = torch.bincount((start + 1) // 20 - 1, minlength=50).double() / start.numel()
+    assert torch.allclose(freq, w, atol=2.5e-3), (freq - w).abs().max()
+    index = ((start + 1) // 20 - 1).double()
+    assert index.mean().item() == pytest.approx((w * torch.arange(50)).sum().item(), abs=0.1)  # ~32.7, not 24.5
+    again, _ = grid.sample_pairs(200_000, generator=torch.Generator().manual_seed(0), sampling="high_noise")
+    assert torch.equal(start, again)
+    with pytest.raises(ValueError, match=r"objective\.timestep_sampling"):
+        grid.sample_pairs(4, sampling="low_noise")
+
+
+def test_uniform_sampling_keeps_the_papers_random_stream():
+    """The default draw is unchanged by the sampling switch: runs started before it reproduce bit for bit."""
+    a, _ = SkippingGrid(1000, 50).sample_pairs(64, generator=torch.Generator().manual_seed(3))
+    index = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, index * 20 + 19)
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.8, 0.5, 0.3, 0.25])
