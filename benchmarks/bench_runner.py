@@ -33,6 +33,40 @@ class Step:
     seconds: float | None = None
 
 
+def run_measured(argv: list[str], log: Path, samples: list | None = None) -> tuple[int, float, float]:
+    """(exit code, wall s, peak RSS GiB) of a child process run offline from the checkout, its output (after
+    the command line) into ``log``; ``samples`` receives
+    (time.time(), RSS GiB) every 0.2 s, so a phase's peak can be read off by its timestamps."""
+    import threading
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        fh.write("$ " + shlex.join(argv) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.2):
+                try:
+                    with open(f"/proc/{proc.pid}/status") as st:
+                        kb = next(int(ln.split()[1]) for ln in st if ln.startswith("VmRSS"))
+                except (OSError, StopIteration):
+                    return
+                if samples is not None:
+                    samples.append((time.time(), kb / 2**20))
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 2**20
+
+
 def train_argv(script: str, config: str, out_dir: Path, sets: list[str], resume: bool = False,
                report_to: str = "none") -> list[str]:
     argv = [script, "--config", config, "--set", f"train.output_dir={out_dir}", "--set", f"train.report_to={report_to}"]

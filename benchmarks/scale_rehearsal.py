@@ -21,17 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_runner import publish  # noqa: E402
+from benchmarks.bench_runner import publish, run_measured  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 # recipe -> its teacher variant (LCD) or the LCD rehearsal and exported folder it starts from (LCF)
@@ -103,37 +99,6 @@ def read_losses(logs: Path) -> list[tuple[int, float, float]]:
     return sorted(rows)
 
 
-def run_measured(argv: list[str], log: Path, samples: list | None = None) -> tuple[int, float, float]:
-    """(exit code, wall s, peak RSS GiB) of a child process, its output into ``log``; ``samples`` receives
-    (time.time(), RSS GiB) every 0.2 s, so a phase's peak can be read off by its timestamps."""
-    import threading
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        fh.write("$ " + shlex.join(argv) + "\n")
-        fh.flush()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        done = threading.Event()
-
-        def poll() -> None:
-            while not done.wait(0.2):
-                try:
-                    with open(f"/proc/{proc.pid}/status") as st:
-                        kb = next(int(ln.split()[1]) for ln in st if ln.startswith("VmRSS"))
-                except (OSError, StopIteration):
-                    return
-                if samples is not None:
-                    samples.append((time.time(), kb / 2**20))
-
-        watcher = threading.Thread(target=poll, daemon=True)
-        watcher.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        done.set()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 2**20
-
-
 RELOAD = r"""
 import sys, numpy as np, torch
 from diffusers import DiffusionPipeline, LCMScheduler, StableDiffusionPipeline
@@ -168,7 +133,7 @@ def planner_estimate(config: Path, sets: list[str]) -> float | None:
         from lcm_distill.engine.memory import estimate
     except ImportError:
         return None
-    return estimate(load_config(config, sets), device="cpu").total_gib
+    return estimate(load_config(config, sets)).total_gib
 
 
 def rehearse(out: Path, recipe: str) -> dict:

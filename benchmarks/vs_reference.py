@@ -28,17 +28,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_runner import run_measured  # noqa: E402
 
 CONFIGS = {  # name -> UNet channels, image size (the VAE downsamples 8x: tiny 8x8 latents, small 16x16)
     "tiny": {"channels": (32, 64), "resolution": 64},
@@ -182,21 +179,12 @@ def ours_argv(
 
 def run(argv: list[str], log: Path) -> tuple[float, float, float | None]:
     """(wall s, peak RSS GiB, CUDA max allocated GiB or None); raises with the log's tail on failure."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")  # fmt: skip
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        fh.write("$ " + shlex.join(argv) + "\n")
-        fh.flush()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
+    rc, wall, rss = run_measured(argv, log)
+    if rc != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise RuntimeError(f"{argv[-1]} failed; {log}:\n{tail}")
     cuda = [int(ln.split()[1]) for ln in log.read_text().splitlines() if ln.startswith("CUDA_PEAK_BYTES")]
-    return wall, usage.ru_maxrss / 2**20, (cuda[-1] / 2**30 if cuda else None)
+    return wall, rss, (cuda[-1] / 2**30 if cuda else None)
 
 
 def build_cache(args, teacher: Path, shards: str, res: int, work: Path) -> tuple[Path, float]:

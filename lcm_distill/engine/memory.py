@@ -159,14 +159,13 @@ def estimate(
     cfg: Config,
     processes: int = 1,
     zero2: bool = False,
-    device: str = "cuda",
     device_gib: float | None = None,
     sizes: Sizes | None = None,
     table: dict | None = None,
     suggest: bool = True,
 ) -> MemoryPlan:
-    """The per-process memory of ``cfg`` (see module docstring). ``device="cpu"``: the run's CPU policy (no
-    autocast) is not modelled differently; activations are those of train.mixed_precision."""
+    """The per-process memory of ``cfg`` (see module docstring): activations are those of train.mixed_precision on
+    any device (a CPU run's policy is not modelled separately; scale_rehearsal measures it within -0.6/+0.4 GiB)."""
     s = sizes or count_parameters(cfg)
     m, t, o = cfg.model, cfg.train, cfg.optim
     frozen = BYTES[m.frozen_dtype]
@@ -216,11 +215,11 @@ def estimate(
             f"{phase}; batch {b}, {train_kind}, {cfg.data.resolution} px")  # fmt: skip
     plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
     if suggest and plan.fits is False:
-        plan.suggestions = _suggestions(cfg, processes, zero2, device, device_gib, s, table)
+        plan.suggestions = _suggestions(cfg, processes, zero2, device_gib, s, table)
     return plan
 
 
-def _suggestions(cfg, processes, zero2, device, device_gib, sizes, table) -> list[tuple[str, float]]:
+def _suggestions(cfg, processes, zero2, device_gib, sizes, table) -> list[tuple[str, float]]:
     """Switches in the order they cost least (speed, then method), applied cumulatively until the plan fits."""
     m, o, t = cfg.model, cfg.optim, cfg.train
     changes: list[tuple[str, str, dict]] = []  # (what to type, section, its new values)
@@ -244,7 +243,7 @@ def _suggestions(cfg, processes, zero2, device, device_gib, sizes, table) -> lis
             zero = True
         else:
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
-        plan = estimate(cfg, processes, zero, device, device_gib, sizes, table, suggest=False)
+        plan = estimate(cfg, processes, zero, device_gib, sizes, table, suggest=False)
         out.append((name, plan.total_gib))
         if plan.fits:
             return out
