@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """LCF that adapts: held-out FID on new domains after 0/100/200/300/1000 LCF steps, per LCF mode (issue 11).
 
-    python benchmarks/lcf_adapt.py --publish        # ~25 min on a 2-core CPU (measured: see RESULTS.md)
+    python benchmarks/lcf_adapt.py --publish        # 19.6 min on a 2-core CPU from nothing (RESULTS.md)
 
 What runs, every piece one of the toolkit's own commands:
 

@@ -1,7 +1,7 @@
 """benchmarks/lcf_adapt.py and the new LCF domains: every mode is a valid train_lcf.py command with its switches,
 the report states each target as met or missed, and the domains are deterministic, captioned and held out.
 
-The benchmark itself (~25 minutes) is measured in benchmarks/RESULTS.md; here its pieces run on synthetic inputs.
+The benchmark itself (~20 minutes) is measured in benchmarks/RESULTS.md; here its pieces run on synthetic inputs.
 """
 
 from __future__ import annotations
