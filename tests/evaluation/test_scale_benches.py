@@ -160,3 +160,21 @@ def test_activation_worker_measures_a_tiny_unet():
         got.append(json.loads(proc.stdout.strip().splitlines()[-1])["bytes"])
     assert got[0] > got[1] >= 0  # a backward holds more than a no-grad forward
     assert architecture_key(dict(tiny_unet().config)).startswith("unet/c32-64/l1/")
+
+
+def test_run_measured_reports_exit_code_wall_rss_and_log(tmp_path):
+    """bench_runner.run_measured (vs_reference's and scale_rehearsal's child runner): the command line heads the log,
+    a failing child's exit code comes back, and a child holding ~200 MB shows it in peak RSS and in the samples."""
+    vs = load("vs_reference")  # puts the checkout on sys.path, as the benchmark scripts do
+    from benchmarks.bench_runner import run_measured
+
+    samples: list = []
+    hold = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.6); print('ok')"
+    rc, wall, rss = run_measured([sys.executable, "-c", hold], tmp_path / "logs" / "ok.log", samples)
+    log = (tmp_path / "logs" / "ok.log").read_text()
+    assert rc == 0 and log.startswith("$ ") and log.rstrip().endswith("ok") and wall >= 0.6
+    assert rss > 0.19 and samples and max(s[1] for s in samples) > 0.19
+    rc, _, _ = run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "bad.log")
+    assert rc == 3
+    with pytest.raises(RuntimeError, match=r"bad2\.log"):
+        vs.run([sys.executable, "-c", "raise SystemExit(1)"], tmp_path / "bad2.log")
