@@ -99,7 +99,8 @@ class Plan:
 def evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> list[str]:
     return ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", "lcm",
             "--steps", *map(str, plan.eval_steps), "--guidance", f"{GUIDANCE:g}",
-            "--reference", str(plan.domain_dir(domain)), "--fid-features", "testbed", "--prompt-accuracy", "none",
+            "--reference", str(plan.domain_dir(domain)), "--fid-features", "testbed", "--prompt-accuracy", "testbed",
+            "--prompt-accuracy-dir", str(plan.domain_dir(domain)),
             "--num-images", str(plan.num_images), "--batch-size", "100", "--seed", "0",
             "--threads", "1" if plan.jobs > 1 else "0", "--out", str(report.parent)]  # fmt: skip
 
@@ -162,6 +163,37 @@ def fid(plan: Plan, domain: str, mode: str, budget: int, steps: int) -> float:
     return next(r["fid"] for r in report["results"] if r["steps"] == steps)
 
 
+def score(plan: Plan, domain: str, mode: str, budget: int, steps: int, key: str) -> float | None:
+    """A prompt-accuracy score of a report (None in reports written before the domains had a scorer)."""
+    report = json.loads(plan.report(domain, mode, budget).read_text())
+    return next(r["scores"].get(key) for r in report["results"] if r["steps"] == steps)
+
+
+def vae_floor(plan: Plan, domain: str) -> float:
+    """FID of the frozen VAE's round trip of the held-out images (as many as a setting generates): about the best
+    any LCF mode can reach, since the LCM draws through that VAE. Cached in the domain folder."""
+    path = plan.domain_dir(domain) / "vae_floor.json"
+    if path.exists() and json.loads(path.read_text())["num_images"] == plan.num_images:
+        return json.loads(path.read_text())["fid"]
+    import torch
+    from diffusers import AutoencoderKL
+
+    from lcm_distill.evaluation.features import extract_features
+    from lcm_distill.evaluation.metrics import fid_from_features
+    from lcm_distill.testbed.digits import read_imagefolder
+    from lcm_distill.testbed.domains import vae_roundtrip
+    from lcm_distill.testbed.scorers import load_testbed_features
+
+    images, _ = read_imagefolder(plan.domain_dir(domain), "test")
+    pick = torch.linspace(0, len(images) - 1, plan.num_images).round().long()  # as select_prompts spreads prompts
+    vae = AutoencoderKL.from_pretrained(plan.student / "vae").eval()
+    features = load_testbed_features(ROOT / "assets" / "testbed")
+    fake = vae_roundtrip(vae, images[pick])
+    value = fid_from_features(extract_features(features, images), extract_features(features, fake))
+    path.write_text(json.dumps({"fid": value, "num_images": plan.num_images, "vae": str(plan.student / "vae")}) + "\n")
+    return value
+
+
 def reach_verdict(plan: Plan, reach: list[int]) -> str:
     """met / MISSED for "reaches paper mode's last-budget FID within 1/5 of its steps"; "not measurable" when no
     budget is that small (a study that stops at 300 steps and starts at 100 cannot see 60)."""
@@ -184,28 +216,50 @@ def write_report(plan: Plan, command: str, minutes: float) -> str:
             md.append(f"| {domain} | {mode} | " + " | ".join(cells) + " |")
         start4 = fid(plan, domain, "", 0, 4)
         start1 = fid(plan, domain, "", 0, 1)
+        floor = vae_floor(plan, domain)
         paper1000 = fid(plan, domain, "paper", plan.budgets[-1], 4) if "paper" in plan.modes else None
         for mode in plan.modes:
             fall = 1 - fid(plan, domain, mode, 300, 4) / start4 if 300 in plan.budgets else float("nan")
             reach = [b for b in plan.budgets if paper1000 is not None and fid(plan, domain, mode, b, 4) <= paper1000]
             one = fid(plan, domain, mode, plan.budgets[-1], 1)
+            gap = (start4 - fid(plan, domain, mode, 300, 4)) / (start4 - floor) if 300 in plan.budgets else float("nan")
             verdicts.append(
-                f"| {domain} | {mode} | {fall:.0%} ({'met' if fall >= 0.5 else 'MISSED'}) | "
+                f"| {domain} | {mode} | {fall:.0%} ({'met' if fall >= 0.5 else 'MISSED'}) | {floor:.2f}: {gap:.0%} | "
                 f"{reach[0] if reach else '> ' + str(plan.budgets[-1])} "
                 f"({reach_verdict(plan, reach)}) | "
                 f"{start1:.2f} -> {one:.2f} ({'met' if one < start1 else 'MISSED'}) |"
             )
     md += ["", "Targets: 4-step FID fall within 300 steps (>= 50%); first budget whose 4-step FID reaches paper mode's "
            f"{plan.budgets[-1]}-step FID (<= {plan.budgets[-1] // 5} steps); 1-step FID before -> after "
-           f"{plan.budgets[-1]} steps (better).", "",
-           f"| domain | mode | 4-step fall at 300 | reaches paper@{plan.budgets[-1]} at | 1-step FID |",
-           "|---|---|---|---|---|",
+           f"{plan.budgets[-1]} steps (better). VAE floor: FID of the frozen VAE's round trip of the held-out images "
+           "(what the LCM can draw at best), and the share of the gap from the start to it closed at 300 steps.", "",
+           f"| domain | mode | 4-step fall at 300 | VAE floor: gap closed at 300 | reaches paper@{plan.budgets[-1]} at "
+           "| 1-step FID |", "|---|---|---|---|---|---|",
            *verdicts]  # fmt: skip
+    md += _accuracy_table(plan, budgets)
     md += ["", f"![4-step FID vs LCF steps]({plan.section}.png)", ""]
     _plot(plan, budgets)
     text = "\n".join(md)
     (plan.out / f"{plan.section}.md").write_text(text)
     return text
+
+
+def _accuracy_table(plan: Plan, budgets: list[int]) -> list[str]:
+    """4-step prompt accuracy (object and colour both right), and object / colour alone, per budget: the domain's
+    classifier judges VAE round trips, so chance is 1 / (objects x colours) jointly."""
+    def cell(domain: str, mode: str, key: str) -> str:
+        vals = [score(plan, domain, mode, b, 4, key) for b in budgets]
+        return ", ".join("n/a" if v is None else f"{v:.2f}" for v in vals)
+
+    md = ["", f"4-step prompt accuracy at {', '.join(map(str, budgets))} LCF steps (the domain's classifier, trained "
+          "on VAE round trips of its train split; chance: object 1/10 letters, 1/5 shapes; colour 1/6):", "",
+          "| domain | mode | prompt accuracy | object accuracy | colour accuracy |",
+          "|---|---|---|---|---|"]  # fmt: skip
+    for domain in plan.domains:
+        for mode in plan.modes:
+            md.append(f"| {domain} | {mode} | {cell(domain, mode, 'prompt_accuracy')} | "
+                      f"{cell(domain, mode, 'digit_accuracy')} | {cell(domain, mode, 'color_accuracy')} |")  # fmt: skip
+    return md
 
 
 def _plot(plan: Plan, budgets: list[int]) -> None:
@@ -232,7 +286,7 @@ def _plot(plan: Plan, budgets: list[int]) -> None:
 
 def prepare(plan: Plan) -> None:
     """The testbed data, the testbed LCM (unless --student exists) and the domains."""
-    from lcm_distill.testbed.domains import write_domain
+    from lcm_distill.testbed.domains import write_domain, write_domain_classifier
 
     if not (plan.student / "model_index.json").exists():
         digits = plan.out / "testbed-digits"
@@ -246,8 +300,14 @@ def prepare(plan: Plan) -> None:
         print(f"[lcf_adapt] distilling the testbed LCM into {lcd}", flush=True)
         subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
     for domain in plan.domains:
-        if not (plan.domain_dir(domain) / "test" / "metadata.jsonl").exists():
-            write_domain(plan.domain_dir(domain), domain)
+        root = plan.domain_dir(domain)
+        if not (root / "test" / "metadata.jsonl").exists():
+            write_domain(root, domain)
+        marker = root / "classifier" / "domain.json"
+        if not marker.exists() or json.loads(marker.read_text()).get("vae") != str(plan.student / "vae"):
+            print(f"[lcf_adapt] {domain}: prompt-accuracy classifier on round trips through {plan.student / 'vae'}, "
+                  f"held-out accuracy {write_domain_classifier(root, domain, plan.student / 'vae')}", flush=True)
+        vae_floor(plan, domain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--testbed-dir", default=DEFAULT_TESTBED, help="folder with the testbed classifier")
     p.add_argument("--prompt-accuracy", default="auto", choices=["auto", "testbed", "none"],
                    help="testbed classifier: does each image show the digit and colour asked for?")
+    p.add_argument("--prompt-accuracy-dir", default=None,
+                   help="folder whose classifier/ judges the prompts (default: --testbed-dir); e.g. a LCF domain "
+                   "written by `python -m lcm_distill.testbed.domains --classifier`")
     p.add_argument("--clip-model", default="none", help="open_clip model for CLIP score, e.g. ViT-g-14; none = off")
     p.add_argument("--clip-pretrained", default="laion2b_s12b_b42k",
                    help="open_clip tag or checkpoint path; 'random' = untrained weights (plumbing checks only)")
@@ -109,6 +112,12 @@ def check_args(args: argparse.Namespace) -> None:
     needs_testbed = args.fid_features == "testbed" or args.prompt_accuracy == "testbed"
     if needs_testbed and not (Path(args.testbed_dir) / "classifier" / "model.safetensors").exists():
         raise FlagError(f"--testbed-dir {args.testbed_dir}: no classifier/model.safetensors there")
+    acc_dir = args.prompt_accuracy_dir
+    if acc_dir is not None and args.prompt_accuracy == "none":
+        raise FlagError(f"--prompt-accuracy-dir {acc_dir} with --prompt-accuracy none: drop one of them")
+    if acc_dir is not None and not (Path(acc_dir) / "classifier" / "model.safetensors").exists():
+        raise FlagError(f"--prompt-accuracy-dir {acc_dir}: no classifier/model.safetensors there (train one with "
+                        "`python -m lcm_distill.testbed.domains --classifier`)")
     if args.device.startswith("cuda"):
         import torch
 
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if acc_kind == "testbed":
         from ..testbed.scorers import load_prompt_accuracy
 
-        scorers.append(load_prompt_accuracy(args.testbed_dir, args.device))
+        scorers.append(load_prompt_accuracy(args.prompt_accuracy_dir or args.testbed_dir, args.device))
     if args.clip_model != "none":
         pretrained = None if args.clip_pretrained == "random" else args.clip_pretrained
         try:

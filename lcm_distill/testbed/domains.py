@@ -12,6 +12,10 @@
 
 Every domain differs from the training data (coloured strokes on black) in shapes, background and captions. The
 train and test splits use disjoint jitter draws (seeded), so the same call writes byte-identical files.
+
+Each domain folder can hold its own prompt-accuracy classifier (``classifier/``, the testbed's digit/colour
+architecture with the object index as the "digit"; :func:`write_domain_classifier`), so LCF's effect on whether an
+image shows the object and colour its caption asks for - not only on FID - is measurable on new-word captions.
 """
 
 from __future__ import annotations
@@ -112,6 +116,65 @@ def write_domain(root: str | Path, domain: str, train_per_prompt: int = 20, test
     return root
 
 
+def parse_domain_caption(domain: str, caption: str) -> tuple[int, int] | None:
+    """(object index, colour index) a caption of ``domain`` asks for, or None when it is not of that form."""
+    names, _, _, make = SPECS[domain]
+    for ci, color in enumerate(COLOR_NAMES):
+        for oi, name in enumerate(names):
+            if caption.strip().lower() == make(color, name):
+                return oi, ci
+    return None
+
+
+def vae_roundtrip(vae, images):
+    """decode(encode(x).mean) of images (N, 3, H, W) in [0, 1]: what a frozen VAE can draw of them at best."""
+    import torch
+
+    with torch.no_grad():
+        latents = vae.encode(images * 2 - 1).latent_dist.mean
+        return (vae.decode(latents).sample.clamp(-1, 1) + 1) / 2
+
+
+def write_domain_classifier(root: str | Path, domain: str, vae_dir: str | Path | None = None,
+                            steps: int = 800) -> dict[str, float]:  # fmt: skip
+    """Train the prompt-accuracy classifier of a written domain on its train split into ``root/classifier`` (with
+    ``domain.json`` naming the caption form) and return its accuracy on the held-out test split.
+
+    With ``vae_dir`` (a diffusers VAE folder: the LCM's) it trains and tests on VAE round trips of the images. Why:
+    the LCM draws through its frozen VAE, and the testbed VAE - trained on coloured strokes on black - renders a
+    grey or light background as a dark, colour-tinted field; a classifier of the clean renders would call every
+    generated image wrong. On round trips it asks the fair question: does the image show the captioned object and
+    colour as well as this VAE can draw them?
+    """
+    import torch
+
+    from .digits import DigitsSplit, read_imagefolder
+    from .train import ClassifierTrainConfig, classifier_accuracy, train_classifier
+
+    root = Path(root)
+    vae = None
+    if vae_dir is not None:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+
+    def split(name: str) -> DigitsSplit:
+        images, captions = read_imagefolder(root, name)
+        labels = [parse_domain_caption(domain, c) for c in captions]
+        if any(lab is None for lab in labels):
+            raise ValueError(f"{root / name}: captions are not of the {domain!r} form (e.g. {captions[0]!r})")
+        if vae is not None:
+            images = torch.cat([vae_roundtrip(vae, images[i : i + 256]) for i in range(0, len(images), 256)])
+        lab = torch.tensor(labels)
+        return DigitsSplit(images, captions, lab[:, 0], lab[:, 1], [])
+
+    net = train_classifier(split("train"), ClassifierTrainConfig(steps=steps))
+    net.save(root / "classifier")
+    meta = {"domain": domain, "vae": None if vae_dir is None else str(vae_dir)}
+    (root / "classifier" / "domain.json").write_text(json.dumps(meta) + "\n")
+    return classifier_accuracy(net, split("test"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcm_distill.testbed.domains", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/lcf-domains", help="one folder per domain inside")
@@ -119,11 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=16)
     p.add_argument("--train-per-prompt", type=int, default=20)
     p.add_argument("--test-per-prompt", type=int, default=10)
+    p.add_argument("--classifier", action="store_true", help="also train each domain's prompt-accuracy classifier")
+    p.add_argument("--vae", default=None, help="with --classifier: train it on round trips through this VAE folder "
+                   "(the LCM's vae/), so it judges what that VAE can draw")
     args = p.parse_args(argv)
     for d in args.domains:
         root = write_domain(Path(args.out) / d, d, args.train_per_prompt, args.test_per_prompt, args.size)
         counts = {split: len(list((root / split).glob("*.png"))) for split in ("train", "test")}
         print(f"[domains] {root}: {counts['train']} train, {counts['test']} test images")
+        if args.classifier:
+            print(f"[domains] {root}/classifier: held-out accuracy {write_domain_classifier(root, d, args.vae)}")
     return 0
 
 

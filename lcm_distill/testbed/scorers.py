@@ -7,6 +7,9 @@ whether guidance works, where CLIP score on 16x16 digits would be noise.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,19 +48,22 @@ class PromptAccuracy:
     name = "prompt_accuracy"
     higher_is_better = True
 
-    def __init__(self, net: DigitColorClassifier, batch_size: int = 512) -> None:
+    def __init__(self, net: DigitColorClassifier, batch_size: int = 512,
+                 parse: Callable[[str], tuple[int, int] | None] = parse_caption,
+                 form: str = "'a <colour> digit <0-9>'") -> None:  # fmt: skip
         self.net = net
         self.batch_size = batch_size
+        self.parse, self.form = parse, form  # caption -> (object, colour) labels; a LCF domain has its own
         self.last_details: dict[str, float] = {}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         if len(prompts) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts")
-        parsed = [parse_caption(p) for p in prompts]
+        parsed = [self.parse(p) for p in prompts]
         if any(p is None for p in parsed):
             bad = next(p for p, q in zip(prompts, parsed, strict=True) if q is None)
-            raise ValueError(f"prompt {bad!r} is not a testbed caption ('a <colour> digit <0-9>')")
+            raise ValueError(f"prompt {bad!r} is not a caption this classifier judges ({self.form})")
         want = torch.tensor(parsed)
         dev = next(self.net.parameters()).device
         preds = []
@@ -71,4 +77,14 @@ class PromptAccuracy:
 
 
 def load_prompt_accuracy(testbed_dir: str | Path, device: str | torch.device = "cpu") -> PromptAccuracy:
-    return PromptAccuracy(load_classifier(testbed_dir, device))
+    """The digits testbed's scorer, or a LCF domain's (``classifier/domain.json`` names its caption form)."""
+    net = load_classifier(testbed_dir, device)
+    marker = Path(testbed_dir) / "classifier" / "domain.json"
+    if marker.exists():
+        from .domains import SPECS, parse_domain_caption
+
+        domain = json.loads(marker.read_text())["domain"]
+        if domain not in SPECS:
+            raise ValueError(f"{marker}: domain {domain!r} is not one of {list(SPECS)}")
+        return PromptAccuracy(net, parse=partial(parse_domain_caption, domain), form=f"the {domain!r} domain's")
+    return PromptAccuracy(net)

@@ -80,8 +80,11 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
     assert ev[ev.index("--reference") + 1] == str(plan.domain_dir("letters"))
 
 
-def _report(path: Path, fids: dict[int, float]) -> None:
-    rows = [ResultRow(steps=s, guidance_scale=6.0, omega=5.0, num_images=4, fid=f) for s, f in fids.items()]
+def _report(path: Path, fids: dict[int, float], accuracy: float | None = None) -> None:
+    scores = {} if accuracy is None else {"prompt_accuracy": accuracy, "digit_accuracy": accuracy + 0.1,
+                                          "color_accuracy": 0.9}  # fmt: skip
+    rows = [ResultRow(steps=s, guidance_scale=6.0, omega=5.0, num_images=4, fid=f, scores=scores)
+            for s, f in fids.items()]  # fmt: skip
     EvalReport(model="m", kind="lcm", pipeline="p", scheduler="s", timestep_spacing=None, seed=0,
                image_size=[16, 16], device="cpu", dtype="fp32", feature_extractor="testbed", reference=None,
                scorers=[], results=rows).write(path / "report.json")
@@ -90,16 +93,22 @@ def _report(path: Path, fids: dict[int, float]) -> None:
 def test_report_states_each_target_met_or_missed(bench, tmp_path):
     plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", domains=["shapes"], modes=["paper", "mu0"],
                       budgets=[100, 200, 300, 1000], eval_steps=[1, 4])  # fmt: skip
-    _report(plan.report("shapes", "", 0).parent, {1: 50.0, 4: 40.0})
+    _report(plan.report("shapes", "", 0).parent, {1: 50.0, 4: 40.0}, accuracy=0.2)
+    floor = plan.domain_dir("shapes") / "vae_floor.json"
+    floor.parent.mkdir(parents=True)
+    floor.write_text(json.dumps({"fid": 15.0, "num_images": plan.num_images}))  # the VAE's round trip: best reachable
     paper = {100: 38.0, 200: 36.0, 300: 30.0, 1000: 20.0}  # falls 25% by 300: missed; its own 1000 at 1000
     fast = {100: 25.0, 200: 19.0, 300: 12.0, 1000: 8.0}  # falls 70% by 300; reaches 20 at 200 = 1/5
     for mode, curve in (("paper", paper), ("mu0", fast)):
         for b, f in curve.items():
-            _report(plan.report("shapes", mode, b).parent, {1: 60.0 if mode == "paper" else 45.0, 4: f})
+            _report(plan.report("shapes", mode, b).parent, {1: 60.0 if mode == "paper" else 45.0, 4: f},
+                    accuracy=None if mode == "paper" else b / 2000)  # paper: a report without scores
     text = bench.write_report(plan, "python benchmarks/lcf_adapt.py", 1.0)
     assert "| shapes | paper | 50.00, 60.00, 60.00, 60.00, 60.00 | 40.00, 38.00, 36.00, 30.00, 20.00 |" in text
-    assert "| shapes | paper | 25% (MISSED) | 1000 (MISSED) | 50.00 -> 60.00 (MISSED) |" in text
-    assert "| shapes | mu0 | 70% (met) | 200 (met) | 50.00 -> 45.00 (met) |" in text
+    assert "| shapes | paper | 25% (MISSED) | 15.00: 40% | 1000 (MISSED) | 50.00 -> 60.00 (MISSED) |" in text
+    assert "| shapes | mu0 | 70% (met) | 15.00: 112% | 200 (met) | 50.00 -> 45.00 (met) |" in text
+    assert "| shapes | paper | 0.20, n/a, n/a, n/a, n/a | 0.30, n/a, n/a, n/a, n/a | 0.90, n/a, n/a, n/a, n/a |" in text
+    assert "| shapes | mu0 | 0.20, 0.05, 0.10, 0.15, 0.50 | 0.30, 0.15, 0.20, 0.25, 0.60 |" in text
     assert (plan.out / "lcf_adapt.png").stat().st_size > 0
 
 
@@ -119,12 +128,15 @@ def test_a_study_publishes_into_its_own_section(bench, tmp_path):
                       modes=["paper", "curriculum_high_noise"], budgets=[100, 300], eval_steps=[1, 4],
                       section="lcf_adapt_candidates")  # fmt: skip
     _report(plan.report("shapes", "", 0).parent, {1: 50.0, 4: 40.0})
+    (plan.domain_dir("shapes")).mkdir(parents=True)
+    (plan.domain_dir("shapes") / "vae_floor.json").write_text(json.dumps({"fid": 20.0, "num_images": 300}))
     for mode, curve in (("paper", {100: 38.0, 300: 30.0}), ("curriculum_high_noise", {100: 20.0, 300: 18.0})):
         for b, f in curve.items():
             _report(plan.report("shapes", mode, b).parent, {1: 45.0, 4: f})
     text = bench.write_report(plan, "python benchmarks/lcf_adapt.py --section lcf_adapt_candidates", 1.0)
     assert "(lcf_adapt_candidates.png)" in text
-    assert "| shapes | curriculum_high_noise | 55% (met) | 100 (not measurable: first budget 100 > 300/5) |" in text
+    row = "| shapes | curriculum_high_noise | 55% (met) | 20.00: 110% | 100 (not measurable: first budget 100 > 300/5)"
+    assert row in text
     assert (plan.out / "lcf_adapt_candidates.png").stat().st_size > 0 and not (plan.out / "lcf_adapt.png").exists()
     results = tmp_path / "RESULTS.md"
     results.write_text("<!-- lcf_adapt:begin -->\nmain\n<!-- lcf_adapt:end -->\n")
