@@ -74,7 +74,7 @@ def test_prompt_accuracy_scorer(assets_dir, test_split):
     wrong = [caption_for((d + 1) % 10, COLOR_NAMES[c]) for d, c in zip(test_split.digits[:n].tolist(),
                                                                         test_split.colors[:n].tolist(), strict=True)]
     assert scorer(test_split.images[:n], wrong).mean() <= 0.05
-    with pytest.raises(ValueError, match="not a testbed caption"):
+    with pytest.raises(ValueError, match="not a caption this classifier judges"):
         scorer(test_split.images[:1], ["a photo of a cat"])
 
 
