@@ -35,7 +35,7 @@ def registries() -> dict[str, tuple]:
 
 @pytest.mark.parametrize("key", sorted(registries()))
 def test_config_choices_are_the_registries(key):
-    assert tuple(CHOICES[key]) == tuple(registries()[key]), f"{key}: config_checks.CHOICES drifted from the implementation"
+    assert tuple(CHOICES[key]) == tuple(registries()[key]), f"{key}: CHOICES drifted from the code"
 
 
 def test_every_dtype_flag_takes_the_dtype_table():
