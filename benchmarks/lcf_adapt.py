@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
 GUIDANCE = 6.0
+STAGE_STEPS = 50  # objective.curriculum_stage_steps of configs/lcf_tiny_cpu.yaml, which the published runs used
 TITLE = "LCF that adapts: new domains, held-out FID per LCF mode (benchmarks/lcf_adapt.py)"
 MODES: dict[str, list[str]] = {
     "paper": ["objective.curriculum=none"],  # explicit: configs/lcf_tiny_cpu.yaml now ships the curriculum
@@ -79,7 +80,7 @@ class Plan:
     budgets: list[int] = field(default_factory=lambda: [100, 200, 300, 1000])
     eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
     num_images: int = 300
-    stage_steps: int = 50
+    stage_steps: int = STAGE_STEPS
     lcd_steps: int = 300
     jobs: int = 2
     section: str = "lcf_adapt"  # RESULTS.md marker and the report/plot file names
@@ -88,7 +89,9 @@ class Plan:
         return self.out / "domains" / domain
 
     def run_dir(self, domain: str, mode: str) -> Path:
-        return self.out / "runs" / f"{domain}-{mode}"
+        """A run's folder; runs are reused by folder, so a non-default stage length gets folders of its own."""
+        stage = f"-stage{self.stage_steps}" if self.stage_steps != STAGE_STEPS and "curriculum" in mode else ""
+        return self.out / "runs" / f"{domain}-{mode}{stage}"
 
     def report(self, domain: str, mode: str, budget: int) -> Path:
         if budget == 0:
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", type=int, default=[100, 200, 300, 1000])
     p.add_argument("--eval-steps", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--num-images", type=int, default=300)
-    p.add_argument("--stage-steps", type=int, default=50, help="objective.curriculum_stage_steps of curriculum modes")
+    p.add_argument("--stage-steps", type=int, default=STAGE_STEPS,
+                   help="objective.curriculum_stage_steps of curriculum modes (another value: runs of its own)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--run", nargs=2, metavar=("DOMAIN", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--section", default="lcf_adapt",

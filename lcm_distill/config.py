@@ -7,7 +7,6 @@ raise :class:`ConfigError` naming the dotted key, so a typo never silently falls
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
+from .conventions import DEFAULT_GUIDANCE_SCALE
 
 
 class ConfigError(ValueError):
@@ -185,40 +184,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-CHOICES = {
-    "model.cond_proj_init": ("zero", "random"),
-    "model.frozen_dtype": ("fp32", "bf16", "fp16"),
-    "model.attention": ("sdpa", "eager"),
-    "model.compile_backend": ("inductor", "aot_eager", "eager"),
-    "data.source": ("hf", "hf_streaming", "webdataset"),
-    "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
-    "objective.kind": ("lcd", "lcf"),
-    "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
-    "objective.cfg_placement": ("paper", "guided"),
-    "objective.loss": ("l2", "huber", "pseudo_huber", "l1"),  # functional.losses.LOSS_TYPES
-    "objective.timestep_sampling": ("uniform", "high_noise"),  # functional.grid.TIMESTEP_SAMPLINGS
-    "objective.curriculum": ("none", "doubling"),  # functional.curriculum.CURRICULA (tied by a test)
-    "train.ema_schedule": ("fixed", "curriculum"),  # functional.curriculum.EMA_SCHEDULES
-    "train.mixed_precision": ("no", "fp16", "bf16"),
-    "train.report_to": ("tensorboard", "wandb", "none"),
-    "train.ema_impl": ("foreach", "loop"),
-    "optim.adamw_impl": ("fused", "foreach", "loop"),
-    "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
-                           "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
-}
-# objective.omega_fixed "auto" for LoRA students: the omega of diffusers' default guidance_scale 8.5, which is also
-# the LCM-LoRA technical report's fixed omega 7.5
-LORA_OMEGA = omega_from_guidance_scale(DEFAULT_GUIDANCE_SCALE)
-OMEGA_LIMIT = 50.0  # objective.omega_max above this is a typo (the paper trains omega in [2, 14], diffusers [5, 15])
-
-POSITIVE = (
-    "data.resolution", "objective.num_points", "train.per_device_batch_size", "train.gradient_accumulation_steps",
-    "train.max_train_steps", "train.checkpoint_every", "train.checkpoints_keep", "train.log_every",
-    "model.omega_embed_dim", "model.lora.rank", "optim.learning_rate", "train.max_nonfinite_steps",
-    "objective.curriculum_stage_steps",
-)  # fmt: skip
-
-
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check/coerce a YAML value against a dataclass field annotation (str, int, float, bool, list, Optional)."""
     origin = typing.get_origin(annotation)
@@ -283,135 +248,6 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _get(cfg: Config, dotted: str) -> Any:
-    obj: Any = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def validate(cfg: Config) -> Config:
-    """Cross-field checks; raises ConfigError naming the key at fault."""
-    for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of {list(allowed)}.")
-    for key in POSITIVE:
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} must be positive.")
-    if not cfg.model.teacher and not cfg.model.student:
-        raise ConfigError("model.teacher is empty: give a diffusers folder or hub id of the teacher (SD).")
-    if cfg.objective.kind == "lcd" and not cfg.model.teacher:
-        raise ConfigError("model.teacher is required for objective.kind=lcd (the teacher solves the PF-ODE).")
-    _validate_data(cfg.data)
-    if cfg.objective.omega_min < 0 or cfg.objective.omega_max > OMEGA_LIMIT:
-        raise ConfigError(
-            f"objective.omega_min={cfg.objective.omega_min}, objective.omega_max={cfg.objective.omega_max}: omega is "
-            f"the paper's guidance (teacher CFG (1+omega)*cond - omega*uncond) and must lie in [0, {OMEGA_LIMIT:g}]; "
-            "the paper uses [2, 14]."
-        )
-    o = cfg.objective
-    if o.omega_fixed == "auto":
-        plain_lora = cfg.model.lora.enabled and not cfg.model.lora.omega_conditioned
-        o.omega_fixed = LORA_OMEGA if plain_lora else None
-    elif isinstance(o.omega_fixed, str):
-        raise ConfigError(f"objective.omega_fixed={o.omega_fixed!r}: give a number, null (omega ~ U[omega_min, "
-                          f"omega_max]) or auto (fixed {LORA_OMEGA:g} for LoRA students, the range "
-                          "otherwise).")  # fmt: skip
-    elif o.omega_fixed is not None and not 0 <= o.omega_fixed <= OMEGA_LIMIT:
-        raise ConfigError(f"objective.omega_fixed={o.omega_fixed} must lie in [0, {OMEGA_LIMIT:g}] (guidance_scale "
-                          f"omega + 1; the LCM-LoRA report distils {LORA_OMEGA:g}).")  # fmt: skip
-    if cfg.objective.omega_min > cfg.objective.omega_max:
-        raise ConfigError(
-            f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
-        )
-    T, where = _teacher_timesteps(cfg)
-    if cfg.objective.num_points > T or T % cfg.objective.num_points:
-        divisors = [d for d in range(10, min(T, 200) + 1) if T % d == 0][:6]
-        raise ConfigError(
-            f"objective.num_points={cfg.objective.num_points} must divide the teacher's num_train_timesteps T={T} "
-            f"({where}) so the skipping grid ends at T-1; use e.g. {divisors}."
-        )
-    if not 0.0 <= cfg.train.ema_decay <= 1.0:
-        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
-    if o.curriculum != "none":
-        from .functional.curriculum import curriculum_stages  # here: config stays importable without torch
-
-        try:
-            curriculum_stages(o.num_points, o.curriculum_start_points)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-    elif cfg.train.ema_schedule == "curriculum":
-        raise ConfigError("train.ema_schedule=curriculum ties the target EMA to the skipping-step curriculum; set "
-                          "objective.curriculum=doubling too, or train.ema_schedule=fixed.")  # fmt: skip
-    if cfg.model.lora.enabled and cfg.model.frozen_dtype != "fp32" and cfg.train.mixed_precision == "no":
-        raise ConfigError(
-            f"model.lora.enabled=true with model.frozen_dtype={cfg.model.frozen_dtype}: the LoRA base weights are "
-            f"kept in {cfg.model.frozen_dtype} and need autocast; set train.mixed_precision=bf16 (or fp16), or "
-            "model.frozen_dtype=fp32."
-        )
-    if cfg.model.lora.enabled and cfg.train.ema_decay != 0.0:
-        raise ConfigError("model.lora.enabled=true needs train.ema_decay=0 (the LoRA target is the student itself).")
-    if cfg.train.push_to_hub and not cfg.train.hub_model_id:
-        raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. 'user/my-lcm').")
-    if any(s < 1 for s in cfg.train.validation_steps):
-        raise ConfigError(f"train.validation_steps={cfg.train.validation_steps} must be positive step counts.")
-    if any(s > cfg.objective.num_points for s in cfg.train.validation_steps):
-        raise ConfigError(
-            f"train.validation_steps={cfg.train.validation_steps}: a sampler has at most objective.num_points="
-            f"{cfg.objective.num_points} steps on the training grid; use fewer steps (LCMs use 1-8)."
-        )
-    if cfg.train.validation_guidance_scale < 1:
-        raise ConfigError(
-            f"train.validation_guidance_scale={cfg.train.validation_guidance_scale} is below 1 (omega = g - 1 < 0); "
-            "use g >= 1 (1 means no guidance)."
-        )
-    if cfg.optim.lr_scheduler == "constant" and cfg.optim.lr_warmup_steps > 0:
-        raise ConfigError(
-            f"optim.lr_scheduler=constant ignores optim.lr_warmup_steps={cfg.optim.lr_warmup_steps}; use "
-            "optim.lr_scheduler=constant_with_warmup (the default), or set optim.lr_warmup_steps=0."
-        )
-    if cfg.optim.lr_warmup_steps < 0:
-        raise ConfigError(f"optim.lr_warmup_steps={cfg.optim.lr_warmup_steps} must be >= 0.")
-    return cfg
-
-
-def _teacher_timesteps(cfg: Config) -> tuple[int, str]:
-    """T of the model the run trains from, read from its scheduler_config.json when it is a local folder (a JSON
-    read, no model load); a hub id is checked again once its config is downloaded (SkippingGrid)."""
-    source = cfg.model.student if (cfg.objective.kind == "lcf" and cfg.model.student) else cfg.model.teacher
-    path = Path(source) / "scheduler" / "scheduler_config.json"
-    if path.is_file():
-        try:
-            return num_train_timesteps(json.loads(path.read_text())), str(path)
-        except (ValueError, OSError) as err:
-            msg = f"{path} is not a readable scheduler config ({err}); is {source} a diffusers folder?"
-            raise ConfigError(msg) from err
-    return num_train_timesteps({}), "the diffusers default; checked again when the model loads"
-
-
-def _validate_data(d: DataConfig) -> None:
-    """Source, filter and cache keys (data.*)."""
-    if d.shards and d.source != "webdataset":
-        raise ConfigError(f"data.shards is set but data.source={d.source!r}; data.shards is read by webdataset only.")
-    if d.cache_dir is None:  # training reads the source (with a cache, only `python -m lcm_distill.cli.cache` does)
-        if d.source == "webdataset" and not d.shards:
-            raise ConfigError("data.shards is empty: give tar shards, e.g. /data/laion/{00000..01210}.tar.")
-        if d.source != "webdataset" and not d.dataset:
-            raise ConfigError("data.dataset is empty: give a Hugging Face dataset id or a local imagefolder/parquet.")
-    elif d.random_flip or not d.center_crop:
-        raise ConfigError(
-            f"data.cache_dir is set with data.random_flip={d.random_flip}, data.center_crop={d.center_crop}: cached "
-            "latents are center-cropped and unflipped; set data.center_crop=true and data.random_flip=false."
-        )
-    if d.max_samples is not None and d.source != "hf":
-        raise ConfigError(f"data.max_samples applies to data.source=hf only (not {d.source!r}); select shards instead.")
-    for key in ("shuffle_buffer", "min_width", "min_height", "num_workers"):
-        if getattr(d, key) < 0:
-            raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0.")
-    if d.max_pwatermark is not None and not 0.0 <= d.max_pwatermark <= 1.0:
-        raise ConfigError(f"data.max_pwatermark={d.max_pwatermark} must lie in [0, 1] (a probability).")
-
-
 def parse_override(item: str) -> tuple[list[str], Any]:
     """'section.key=value' -> (['section', 'key'], YAML-parsed value)."""
     if "=" not in item:
@@ -439,4 +275,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section.")
         node[keys[-1]] = value
+    from .config_checks import validate  # here: config_checks imports this module's dataclasses
+
     return validate(_build(Config, data, ""))

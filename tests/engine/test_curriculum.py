@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lcm_distill.config import CHOICES, ConfigError, load_config
+from lcm_distill.config import ConfigError, load_config
+from lcm_distill.config_checks import CHOICES
 from lcm_distill.engine import load_run_models
 from lcm_distill.engine.step import TrainStep
 from lcm_distill.functional.curriculum import (

@@ -113,7 +113,7 @@ def test_config_errors_for_ranges_and_schedules():
 def test_lr_scheduler_choices_are_diffusers_schedulers():
     from diffusers.optimization import SchedulerType
 
-    from lcm_distill.config import CHOICES
+    from lcm_distill.config_checks import CHOICES
 
     assert set(CHOICES["optim.lr_scheduler"]) == {s.value for s in SchedulerType}
 

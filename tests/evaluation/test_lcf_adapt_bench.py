@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lcm_distill.cli.train import parse_run
 from lcm_distill.evaluation.report import EvalReport, ResultRow
@@ -78,6 +79,17 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
                     "curriculum_all": ("doubling", "fixed", 0.95, "high_noise", "pseudo_huber", 5.0)}  # fmt: skip
     ev = bench.evaluate_argv(plan, tmp_path / "lcm", "letters", plan.report("letters", "paper", 100))
     assert ev[ev.index("--reference") + 1] == str(plan.domain_dir("letters"))
+
+
+def test_a_non_default_stage_length_gets_runs_of_its_own(bench, tmp_path):
+    """Runs are reused by folder: a --stage-steps study must not pick up the published curriculum runs."""
+    recipe = yaml.safe_load((ROOT / "configs" / "lcf_tiny_cpu.yaml").read_text())
+    assert recipe["objective"]["curriculum_stage_steps"] == bench.STAGE_STEPS
+    default = bench.Plan(out=tmp_path, student=tmp_path / "lcm")
+    other = bench.Plan(out=tmp_path, student=tmp_path / "lcm", stage_steps=100)
+    assert other.run_dir("letters", "paper") == default.run_dir("letters", "paper")  # no curriculum: same run
+    assert other.run_dir("letters", "curriculum") != default.run_dir("letters", "curriculum")
+    assert default.run_dir("letters", "curriculum").name == "letters-curriculum"  # the published folders
 
 
 def _report(path: Path, fids: dict[int, float], accuracy: float | None = None) -> None:
