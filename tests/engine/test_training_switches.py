@@ -79,7 +79,9 @@ def test_frozen_bf16_run_validates_and_exports(make_cfg, lora):
         kw = dict(num_inference_steps=2, height=16, width=16, output_type="latent", guidance_scale=guidance)
         a = stock("a red square", generator=torch.Generator().manual_seed(0), **kw).images
         b = pipe("a red square", generator=torch.Generator().manual_seed(0), **kw).images
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        # fused vs unfused adapters round differently (seen: 1.3e-5 after 2 steps); fusing into the bf16 copy is
+        # ~0.09 off on this kit, so 1e-4 still tells the two apart by three orders of magnitude
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
 def test_8bit_adam_without_bitsandbytes_says_what_to_install(make_cfg, monkeypatch):
