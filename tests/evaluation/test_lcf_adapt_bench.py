@@ -65,7 +65,8 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
         seen[mode] = (o.curriculum, cfg.train.ema_schedule, cfg.train.ema_decay, o.timestep_sampling, o.loss,
                       o.omega_fixed)  # fmt: skip
         assert cfg.data.dataset == str(plan.domain_dir("shapes") / "train") and cfg.objective.kind == "lcf"
-        assert cfg.train.max_train_steps == 300 and cfg.objective.curriculum_stage_steps == plan.stage_steps
+        stage = 50 if mode == "curriculum_stage50" else plan.stage_steps
+        assert cfg.train.max_train_steps == 300 and cfg.objective.curriculum_stage_steps == stage
     base = ("fixed", 0.95, "uniform", "huber", None)  # the recipe's
     hi, ph, w5 = ("fixed", 0.95, "high_noise", "huber", None), ("fixed", 0.95, "uniform", "pseudo_huber", None), \
         ("fixed", 0.95, "uniform", "huber", 5.0)
@@ -73,6 +74,7 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
                     "curriculum_ema": ("doubling", "curriculum", 0.95, "uniform", "huber", None),
                     "mu0": ("none", "fixed", 0.0, "uniform", "huber", None),
                     "curriculum_mu0": ("doubling", "fixed", 0.0, "uniform", "huber", None),
+                    "curriculum_stage50": ("doubling", *base),
                     "high_noise": ("none", *hi), "pseudo_huber": ("none", *ph), "omega_fixed": ("none", *w5),
                     "curriculum_high_noise": ("doubling", *hi), "curriculum_pseudo_huber": ("doubling", *ph),
                     "curriculum_omega_fixed": ("doubling", *w5),
@@ -90,6 +92,7 @@ def test_a_non_default_stage_length_gets_runs_of_its_own(bench, tmp_path):
     assert other.run_dir("letters", "paper") == default.run_dir("letters", "paper")  # no curriculum: same run
     assert other.run_dir("letters", "curriculum") != default.run_dir("letters", "curriculum")
     assert default.run_dir("letters", "curriculum").name == "letters-curriculum"  # the published folders
+    assert other.run_dir("letters", "curriculum_stage50") == default.run_dir("letters", "curriculum_stage50")
 
 
 def _report(path: Path, fids: dict[int, float], accuracy: float | None = None) -> None:
@@ -117,8 +120,8 @@ def test_report_states_each_target_met_or_missed(bench, tmp_path):
                     accuracy=None if mode == "paper" else b / 2000)  # paper: a report without scores
     text = bench.write_report(plan, "python benchmarks/lcf_adapt.py", 1.0)
     assert "| shapes | paper | 50.00, 60.00, 60.00, 60.00, 60.00 | 40.00, 38.00, 36.00, 30.00, 20.00 |" in text
-    assert "| shapes | paper | 25% (MISSED) | 15.00: 40% | 1000 (MISSED) | 50.00 -> 60.00 (MISSED) |" in text
-    assert "| shapes | mu0 | 70% (met) | 15.00: 112% | 200 (met) | 50.00 -> 45.00 (met) |" in text
+    assert "| shapes | paper | 25.0% (MISSED) | 15.00: 40% | 1000 (MISSED) | 50.00 -> 60.00 (MISSED) |" in text
+    assert "| shapes | mu0 | 70.0% (met) | 15.00: 112% | 200 (met) | 50.00 -> 45.00 (met) |" in text
     assert "| shapes | paper | 0.20, n/a, n/a, n/a, n/a | 0.30, n/a, n/a, n/a, n/a | 0.90, n/a, n/a, n/a, n/a |" in text
     assert "| shapes | mu0 | 0.20, 0.05, 0.10, 0.15, 0.50 | 0.30, 0.15, 0.20, 0.25, 0.60 |" in text
     assert (plan.out / "lcf_adapt.png").stat().st_size > 0
@@ -147,7 +150,8 @@ def test_a_study_publishes_into_its_own_section(bench, tmp_path):
             _report(plan.report("shapes", mode, b).parent, {1: 45.0, 4: f})
     text = bench.write_report(plan, "python benchmarks/lcf_adapt.py --section lcf_adapt_candidates", 1.0)
     assert "(lcf_adapt_candidates.png)" in text
-    row = "| shapes | curriculum_high_noise | 55% (met) | 20.00: 110% | 100 (not measurable: first budget 100 > 300/5)"
+    row = ("| shapes | curriculum_high_noise | 55.0% (met) | 20.00: 110% | 100 (not measurable: first budget 100 > "
+           "300/5)")
     assert row in text
     assert (plan.out / "lcf_adapt_candidates.png").stat().st_size > 0 and not (plan.out / "lcf_adapt.png").exists()
     results = tmp_path / "RESULTS.md"
