@@ -45,10 +45,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml
 from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
+from lcm_distill.config import parse_override
+
 GUIDANCE = 6.0
-STAGE_STEPS = 25  # objective.curriculum_stage_steps of configs/lcf_tiny_cpu.yaml (the published runs' value)
+RECIPE = "configs/lcf_tiny_cpu.yaml"
+# the recipe's objective.curriculum_stage_steps: the default of --stage-steps, whose runs get the plain folder names
+STAGE_STEPS = yaml.safe_load((ROOT / RECIPE).read_text())["objective"]["curriculum_stage_steps"]
 TITLE = "LCF that adapts: new domains, held-out FID per LCF mode (benchmarks/lcf_adapt.py)"
 MODES: dict[str, list[str]] = {
     "paper": ["objective.curriculum=none"],  # explicit: configs/lcf_tiny_cpu.yaml now ships the curriculum
@@ -118,7 +123,28 @@ def lcf_argv(plan: Plan, domain: str, mode: str, budget: int, resume: bool) -> l
             f"train.max_train_steps={budget}", f"train.checkpoint_every={budget}",
             f"train.checkpoints_keep={len(plan.budgets) + 1}", "train.validation_prompts=[]",
             f"objective.curriculum_stage_steps={plan.stage_steps}", "optim.lr_warmup_steps=10", *MODES[mode]]
-    return train_argv("train_lcf.py", "configs/lcf_tiny_cpu.yaml", plan.run_dir(domain, mode), sets, resume=resume)
+    return train_argv("train_lcf.py", RECIPE, plan.run_dir(domain, mode), sets, resume=resume)
+
+
+def stale_settings(plan: Plan, domain: str, mode: str) -> list[str]:
+    """The mode's settings that an existing run folder was trained with differently (read from the run's
+    config.resolved.yaml). Runs are reused by folder, so a changed recipe or mode must not pass as measured."""
+    saved = plan.run_dir(domain, mode) / "config.resolved.yaml"
+    if not saved.exists():
+        return []
+    want = {}
+    for item in [f"objective.curriculum_stage_steps={plan.stage_steps}", *MODES[mode]]:  # as lcf_argv: later wins
+        keys, value = parse_override(item)
+        want[".".join(keys)] = value
+    if want.get("objective.curriculum") == "none":
+        want.pop("objective.curriculum_stage_steps")  # no curriculum: the stage length does not matter
+    have = yaml.safe_load(saved.read_text())
+    stale = []
+    for key, value in want.items():
+        section, name = key.split(".")
+        if have.get(section, {}).get(name) != value:
+            stale.append(f"{key}: {have.get(section, {}).get(name)!r} there, {value!r} now")
+    return stale
 
 
 def adapt_run(plan: Plan, domain: str, mode: str) -> None:
@@ -348,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         adapt_run(plan, *args.run)
         return 0
+    for domain in plan.domains:
+        for mode in plan.modes:
+            if stale := stale_settings(plan, domain, mode):
+                p.error(f"{plan.run_dir(domain, mode)} was trained with other settings ({'; '.join(stale)}): delete "
+                        "it, or give another --out")
     t0 = time.perf_counter()
     prepare(plan)
     run_chains(chains(plan), plan)

@@ -86,13 +86,39 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
 def test_a_non_default_stage_length_gets_runs_of_its_own(bench, tmp_path):
     """Runs are reused by folder: a --stage-steps study must not pick up the published curriculum runs."""
     recipe = yaml.safe_load((ROOT / "configs" / "lcf_tiny_cpu.yaml").read_text())
-    assert recipe["objective"]["curriculum_stage_steps"] == bench.STAGE_STEPS
+    assert recipe["objective"]["curriculum_stage_steps"] == bench.STAGE_STEPS  # the recipe's runs: plain names
     default = bench.Plan(out=tmp_path, student=tmp_path / "lcm")
     other = bench.Plan(out=tmp_path, student=tmp_path / "lcm", stage_steps=100)
     assert other.run_dir("letters", "paper") == default.run_dir("letters", "paper")  # no curriculum: same run
     assert other.run_dir("letters", "curriculum") != default.run_dir("letters", "curriculum")
     assert default.run_dir("letters", "curriculum").name == "letters-curriculum"  # the published folders
     assert other.run_dir("letters", "curriculum_stage50") == default.run_dir("letters", "curriculum_stage50")
+
+
+def test_a_run_folder_trained_with_other_settings_is_refused(bench, tmp_path, capsys):
+    """A run folder is reused by name; if the recipe or a mode changed since it was trained, the benchmark must say
+    so instead of publishing the old run under the new settings."""
+    plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", domains=["shapes"])
+    for mode, stage in (("curriculum", bench.STAGE_STEPS), ("paper", 7)):
+        run = plan.run_dir("shapes", mode)
+        run.mkdir(parents=True)
+        cfg = parse_run(bench.lcf_argv(plan, "shapes", mode, 100, resume=False)[1:], "lcf", "train_lcf.py")[1]
+        cfg.objective.curriculum_stage_steps = stage  # paper mode: any stage length, it has no curriculum
+        (run / "config.resolved.yaml").write_text(cfg.to_yaml())
+    assert bench.stale_settings(plan, "shapes", "curriculum") == []
+    assert bench.stale_settings(plan, "shapes", "paper") == []
+    assert bench.stale_settings(plan, "shapes", "mu0") == []  # never trained: nothing to compare
+    other = bench.Plan(out=plan.out, student=plan.student, domains=["shapes"], stage_steps=bench.STAGE_STEPS + 1)
+    assert bench.stale_settings(other, "shapes", "curriculum") == []  # a study of its own: another folder
+    saved = plan.run_dir("shapes", "curriculum") / "config.resolved.yaml"
+    saved.write_text(saved.read_text().replace(f"curriculum_stage_steps: {bench.STAGE_STEPS}",
+                                               "curriculum_stage_steps: 50"))  # a recipe changed since the run
+    assert bench.stale_settings(plan, "shapes", "curriculum") == [
+        f"objective.curriculum_stage_steps: 50 there, {bench.STAGE_STEPS} now"]
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(plan.out), "--student", str(plan.student), "--domains", "shapes"])
+    err = capsys.readouterr().err
+    assert "shapes-curriculum was trained with other settings" in err and "delete it" in err
 
 
 def _report(path: Path, fids: dict[int, float], accuracy: float | None = None) -> None:
