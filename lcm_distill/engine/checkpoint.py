@@ -193,10 +193,11 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int, config_yaml: str | None = None,
-                    extra: dict | None = None) -> Path:  # fmt: skip
+                    extra: dict | None = None, save_extra=None) -> Path:  # fmt: skip
     """Collective: every process calls it. Returns the final path. ``config_yaml`` (the resolved config) is written
     into the checkpoint, so a checkpoint copied elsewhere still says what it was trained with; ``extra`` goes into
-    its manifest (e.g. the student's largest weight). Files are hashed and fsynced before the rename; a failed write
+    its manifest (e.g. the student's largest weight); ``save_extra(folder)`` (collective) writes what accelerate
+    does not (the FSDP2 engine's whole state, engine/parallel.py). Files are hashed and fsynced before the rename; a failed write
     (full disk) removes the partial folder and raises CheckpointError with the space a run needs."""
     root = checkpoint_dir(output_dir)
     final = checkpoint_path(output_dir, step)
@@ -208,6 +209,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int, c
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(str(tmp))
+        if save_extra is not None:
+            save_extra(tmp)
         fault_point("save_state", step)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:

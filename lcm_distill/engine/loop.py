@@ -26,6 +26,7 @@ from ..objectives import OBJECTIVES, ConsistencyStep
 from .checkpoint import CheckpointError, RunLayout, list_checkpoints, read_manifest, save_checkpoint
 from .faults import fault_point
 from .outputs import export_pipelines, run_validation
+from .parallel import EngineChoice, Parallel, resolve_engine
 from .preflight import check_resolution, preflight
 from .resume import apply_learning_rate
 from .step import TrainStep
@@ -111,21 +112,8 @@ def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
 
 
 def build_accelerator(cfg: Config):
-    """The run's Accelerator: accumulation, mixed precision, tracker and logging folder from ``cfg``."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    logs = RunLayout(cfg.train.output_dir)
-    # accelerate only forms a CPU process group (gloo) when told cpu=True; do so when launched multi-process
-    # (torchrun / accelerate launch set WORLD_SIZE) on a machine without CUDA.
-    cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(
-        cpu=cpu_group,
-        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        mixed_precision=cfg.train.mixed_precision,
-        log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
-        project_config=ProjectConfiguration(project_dir=str(logs.root), logging_dir=str(logs.logs)),
-    )
+    """The run's Accelerator for the engine ``train.distributed`` resolves to (engine/parallel.py)."""
+    return Parallel(resolve_engine(cfg)).build_accelerator(cfg)
 
 
 def load_run_models(cfg: Config) -> Models:
@@ -141,7 +129,10 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     from diffusers.optimization import get_scheduler
 
     plan = preflight(cfg, resume, overwrite)  # every check that needs no weights (engine/preflight.py)
-    accelerator = accelerator or build_accelerator(cfg)
+    parallel = Parallel(plan.engine or EngineChoice("ddp", "default"))
+    if accelerator is None:
+        accelerator = parallel.build_accelerator(cfg)
+    parallel.accelerator = accelerator
     tc = cfg.train
     layout = RunLayout(tc.output_dir)
     config_yaml = cfg.to_yaml()
@@ -157,6 +148,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     B = tc.per_device_batch_size
     batches = build_batches(cfg.data, B, rank, world, tc.seed, models=models)
 
+    parallel.shard(models)  # fsdp2: student and target sharded alike, before the optimizer sees the parameters
     params = [p for p in models.student.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     lr_schedule = get_scheduler(
@@ -165,11 +157,13 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         num_warmup_steps=cfg.optim.lr_warmup_steps,
         num_training_steps=tc.max_train_steps,
     )  # fmt: skip  (stepped once per optimiser step by us, not by accelerate, so warm-up means optimiser steps)
-    student, optimizer = accelerator.prepare(models.student, optimizer)
+    student, optimizer = parallel.prepare(models.student, optimizer)
+    if accelerator.is_main_process:
+        logger.warning(parallel.log_layout(student, models))
     global_batch = B * world * tc.gradient_accumulation_steps
     state = EngineState(global_batch=global_batch, world=world)
     accelerator.register_for_checkpointing(lr_schedule, state)
-    if models.target is not None:
+    if parallel.registered_target(models.target) is not None:
         accelerator.register_for_checkpointing(models.target)
     if accelerator.trackers == [] and tc.report_to != "none":
         accelerator.init_trackers("lcm-distill", config={"objective": cfg.objective.kind})
@@ -180,17 +174,18 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         except Exception as err:  # a pre-0.2 checkpoint (no manifest) damaged in a way its file list cannot show
             raise CheckpointError(f"--resume: {plan.checkpoint} could not be loaded ({type(err).__name__}: {err}); "
                                   "resume from an older checkpoint with --resume PATH.") from err  # fmt: skip
+        parallel.load_state(plan.checkpoint, student, optimizer, models.target)
         _check_resumed_batch(state, global_batch, world, plan.checkpoint)
         batches.position.load_state_dict(_own_data_state(state.data, rank))
         if plan.learning_rate_change is not None:
             apply_learning_rate(optimizer, lr_schedule, *plan.learning_rate_change)
         logger.info("resumed from %s at step %d", plan.checkpoint, state.step)
 
-    unwrapped = accelerator.unwrap_model(student)
+    unwrapped = parallel.unwrap(student)
     consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student, unwrapped=unwrapped,
-                                  autocast=accelerator.autocast)  # fmt: skip
+                                  autocast=parallel.autocast)  # fmt: skip
     train_step = TrainStep(
-        accelerator, consistency, optimizer, lr_schedule, params, seed=tc.seed, batch_size=B,
+        accelerator, consistency, optimizer, lr_schedule, params, parallel=parallel, seed=tc.seed, batch_size=B,
         accumulation=tc.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
         ema_decay=tc.ema_decay, ema_impl=tc.ema_impl, ema_schedule=tc.ema_schedule,
     )  # fmt: skip
@@ -198,13 +193,20 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     progress = _progress(accelerator, state.step, tc.max_train_steps)
     data_iter = iter(batches)
     t_last, last_ckpt = time.perf_counter(), (list_checkpoints(tc.output_dir) or [None])[-1]
-    initial_max_w = state.initial_max_abs_weight = state.initial_max_abs_weight or _max_abs_weight(unwrapped)
+    initial_max_w = parallel.max_abs_weight(student)  # collective: every rank computes it
+    initial_max_w = state.initial_max_abs_weight = state.initial_max_abs_weight or initial_max_w
     status = "finished"
 
     def checkpoint() -> Path:
         state.data = _data_state(accelerator, batches.position)
-        return save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml,
-                               {"max_abs_weight": _max_abs_weight(unwrapped), "loss": losses[-1] if losses else None})
+        extra = {"max_abs_weight": parallel.max_abs_weight(student), "loss": losses[-1] if losses else None,
+                 "engine": parallel.name}  # fmt: skip
+        return save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml, extra,
+                               save_extra=lambda folder: parallel.save_state(folder, student, optimizer, models.target))
+
+    def validate() -> None:  # collective: whole weights are gathered on every rank, images drawn on the main one
+        run_validation(accelerator, cfg, models, parallel.full_module(student), state.step,
+                       target=parallel.full_module(models.target, student=False))
 
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
@@ -248,7 +250,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             if state.step % tc.checkpoint_every == 0 or stop_now:
                 last_ckpt = checkpoint()
             if tc.validation_every and state.step % tc.validation_every == 0:
-                run_validation(accelerator, cfg, models, unwrapped, state.step)
+                validate()
             if stop_now:
                 status = "interrupted"
                 logger.warning("stopped at step %d; checkpoint %s; resume with --resume latest", state.step, last_ckpt)
@@ -257,16 +259,13 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     if status == "finished":
         if last_ckpt is None or last_ckpt.name != layout.checkpoint(state.step).name:
             last_ckpt = checkpoint()
-        run_validation(accelerator, cfg, models, unwrapped, state.step)
+        validate()
         if tc.export:
-            export_pipelines(accelerator, cfg, models, unwrapped)
+            export_pipelines(accelerator, cfg, models, parallel.full_module(student),
+                             target=parallel.full_module(models.target, student=False))
     accelerator.end_training()
     return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
-
-
-def _max_abs_weight(module: torch.nn.Module) -> float:
-    return max((p.detach().abs().max().item() for p in module.parameters() if p.numel()), default=0.0)
 
 
 def _checkpoint_advice(output_dir: str, initial_max_w: float) -> str:

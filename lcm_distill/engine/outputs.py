@@ -66,13 +66,15 @@ def validation_images(models: Models, unet, cfg: Config, seed: int = 0) -> Image
     return _grid(rows)
 
 
-def run_validation(accelerator, cfg: Config, models: Models, student, step: int) -> list[Path]:
-    """Main process only; the other processes wait. Returns the PNG paths written."""
+def run_validation(accelerator, cfg: Config, models: Models, student, step: int, target=False) -> list[Path]:
+    """Main process only; the other processes wait. ``student`` / ``target`` (default: models.target) are whole
+    plain modules on the main process (engine/parallel.py gathers them). Returns the PNG paths written."""
+    target = models.target if target is False else target
     paths: list[Path] = []
     if accelerator.is_main_process and cfg.train.validation_prompts:
         layout = RunLayout(cfg.train.output_dir)
         layout.validation.mkdir(parents=True, exist_ok=True)
-        nets = {"student": student} | ({"target": models.target} if models.target is not None else {})
+        nets = {"student": student} | ({"target": target} if target is not None else {})
         was_training = student.training
         student.eval()
         for name, unet in nets.items():
@@ -102,8 +104,10 @@ def _card(cfg: Config, method: str):
     )
 
 
-def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[str, Path]:
-    """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked."""
+def export_pipelines(accelerator, cfg: Config, models: Models, student, target=False) -> dict[str, Path]:
+    """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked. ``student`` /
+    ``target`` (default: models.target) are whole plain modules on the main process (engine/parallel.py)."""
+    target = models.target if target is False else target
     from ..export import push_to_hub, render_lora_card, save_lcm_pipeline
 
     written: dict[str, Path] = {}
@@ -132,8 +136,8 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student) -> dict[
         )
         written["student"] = save_lcm_pipeline(layout.export("student"), unet=unet, **common)
         fault_point("export", cfg.train.max_train_steps)
-        if models.target is not None:
-            written["target"] = save_lcm_pipeline(layout.export("target"), unet=models.target, **common)
+        if target is not None:
+            written["target"] = save_lcm_pipeline(layout.export("target"), unet=target, **common)
         if cfg.train.push_to_hub:
             key = "target" if "target" in written else "student"
             push_to_hub(written[key], cfg.train.hub_model_id)

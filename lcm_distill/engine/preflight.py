@@ -27,6 +27,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
+from .parallel import EngineChoice, resolve_engine
 from .resume import resume_changes
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Plan:
     checkpoint: Path | None = None
     learning_rate_change: tuple[float, float] | None = None  # (saved, new) applied on resume
     notes: list[str] = field(default_factory=list)
+    engine: EngineChoice | None = None  # train.distributed resolved against the launcher (engine/parallel.py)
 
 
 def offline() -> bool:
@@ -212,7 +214,8 @@ def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, d
     main = int(os.environ.get("RANK", "0")) == 0
     layout = RunLayout(cfg.train.output_dir)
     check_output_dir(layout.root, create=not dry_run and main)
-    plan = Plan(check_models(cfg, OBJECTIVES[cfg.objective.kind].needs_teacher))
+    engine = resolve_engine(cfg)  # DDP / FSDP2 / ZeRO-2 settings and launcher fields, before anything else
+    plan = Plan(check_models(cfg, OBJECTIVES[cfg.objective.kind].needs_teacher), engine=engine)
     check_data(cfg)
     existing = list_checkpoints(layout.root)
     if resume is None and existing:

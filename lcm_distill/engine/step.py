@@ -16,7 +16,7 @@ import torch
 
 from ..functional.curriculum import curriculum_ema
 from ..objectives import ConsistencyStep
-from .ema import ema_update
+from .parallel import EngineChoice, Parallel
 
 
 @dataclass
@@ -42,13 +42,19 @@ class TrainStep:
     optimizer: torch.optim.Optimizer
     lr_schedule: object
     params: list[torch.nn.Parameter]
-    seed: int
-    batch_size: int  # per device
+    parallel: Parallel | None = None  # the run's engine (DDP when None): clipping and EMA on its parameters
+    seed: int = 0
+    batch_size: int = 1  # per device
     accumulation: int = 1
     max_grad_norm: float = 1.0
     ema_decay: float = 0.0
     ema_impl: str = "foreach"
     ema_schedule: str = "fixed"  # train.ema_schedule: "curriculum" ties mu to the skipping-step curriculum's stage
+
+    def __post_init__(self) -> None:
+        if self.parallel is None:
+            self.parallel = Parallel(EngineChoice("ddp", "default"))
+            self.parallel.accelerator = self.accelerator
 
     def ema_at(self, step: int) -> float:
         """Target EMA rate mu after optimiser step ``step`` (train.ema_decay, or its curriculum-tied value)."""
@@ -78,14 +84,14 @@ class TrainStep:
                     losses.append(out.loss.detach())
                     logs.append(out.logs)
                 if acc.sync_gradients and not bad:
-                    acc.clip_grad_norm_(self.params, self.max_grad_norm)
+                    self.parallel.clip(self.params, self.max_grad_norm)
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
         if bad:
             return StepResult(None, empty=empty)
         self.lr_schedule.step()
         if cs.models.target is not None:
-            ema_update(cs.models.target, cs.unwrapped, self.ema_at(step), self.ema_impl)
+            self.parallel.ema_update(cs.models.target, cs.student, self.ema_at(step), self.ema_impl)
         loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
         mean_logs = {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
         if cs.objective.curriculum != "none":

@@ -1,0 +1,454 @@
+"""How the student is spread over processes - DDP, FSDP2 or DeepSpeed ZeRO-2 - as configuration of the one engine.
+
+Every engine trains the same model as DDP at the same global batch (up to the order of reductions); what differs is
+where the weights, gradients and optimiser states live:
+
+- ``ddp``: accelerate's DistributedDataParallel; every rank holds everything.
+- ``fsdp2``: torch's ``fully_shard`` on each of the UNet's ``_no_split_modules`` blocks (transformer and resnet
+  blocks) and on the root; parameters, gradients and AdamW states sharded. The EMA target is sharded the same way and
+  updated shard by shard (no communication). The engine applies ``fully_shard`` itself (accelerate's FSDP2 path
+  is written for language models: size/transformer policies that cannot wrap the UNet's ModuleLists, fp32 upcasts);
+  accelerate still launches the processes, forms the process group, accumulates and keeps RNG states.
+- ``zero2``: DeepSpeed ZeRO stage 2 through accelerate; gradients and optimiser states sharded, parameters
+  replicated. Its json is derived from the run config (micro batch, accumulation, clipping, precision), never
+  taken from the launcher. With ``train.mixed_precision: bf16`` DeepSpeed computes with bf16 weights and keeps fp32
+  masters; the EMA target, export and divergence guard read the fp32 masters.
+
+Anything that reads whole weights (validation, export, the divergence guard's max |w|, checkpoints) goes through
+:meth:`Parallel.full_module` / :meth:`Parallel.max_abs_weight`, which are collective: every rank calls them.
+
+The engine comes from ``train.distributed`` (auto | ddp | fsdp2 | zero2); ``auto`` follows the launcher
+(``accelerate launch --config_file configs/accelerate/{ddp,fsdp2,deepspeed_zero2}.yaml``). Everything that can be
+checked without weights is checked by :func:`resolve_engine` before any model loads. CPU processes (gloo) run every
+engine: ``InitProcessGroupKwargs(backend="gloo")`` is accelerate's public switch for DeepSpeed's CPU accelerator.
+Checked against accelerate 1.15.0, torch 2.14.1 and deepspeed 0.19.8.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import Config, ConfigError
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "ddp", "fsdp2", "zero2")  # train.distributed (tied to config_checks.CHOICES by a test)
+_TRUE = ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine a run gets, and why (``source`` is said in the first log lines)."""
+
+    name: str  # ddp | fsdp2 | zero2
+    source: str
+    reshard_after_forward: bool = True  # fsdp2: FSDP_RESHARD_AFTER_FORWARD (false: ZeRO-2-like, params kept gathered)
+
+    @property
+    def sharded(self) -> bool:
+        return self.name != "ddp"
+
+
+def _launcher_engine(env: Mapping[str, str]) -> tuple[str | None, str]:
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in _TRUE:
+        return "zero2", "accelerate launch config (distributed_type: DEEPSPEED)"
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in _TRUE:
+        return "fsdp2", "accelerate launch config (distributed_type: FSDP)"
+    return None, ""
+
+
+def _check_fsdp_launcher(env: Mapping[str, str]) -> bool:
+    """The accelerate FSDP fields we honour or refuse; returns reshard_after_forward."""
+    if env.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(
+            f"accelerate config: fsdp_version {env.get('FSDP_VERSION', '1')} (FSDP1) is not supported: its flattened "
+            "parameters break the EMA target, validation and export. Use fsdp_version: 2 "
+            "(configs/accelerate/fsdp2.yaml)."
+        )
+    policy = env.get("FSDP_AUTO_WRAP_POLICY", "")
+    if policy and policy not in ("TRANSFORMER_BASED_WRAP", "NO_WRAP"):
+        raise ConfigError(
+            f"accelerate config: fsdp_auto_wrap_policy {policy} is not supported: FSDP2 cannot wrap the UNet's "
+            "ModuleLists by size. Remove the key (or use TRANSFORMER_BASED_WRAP): the engine wraps the UNet's "
+            "_no_split_modules blocks (configs/accelerate/fsdp2.yaml)."
+        )
+    for key, what in (("FSDP_OFFLOAD_PARAMS", "fsdp_offload_params"), ("FSDP_CPU_RAM_EFFICIENT_LOADING",
+                      "fsdp_cpu_ram_efficient_loading"), ("FSDP_ACTIVATION_CHECKPOINTING",
+                      "fsdp_activation_checkpointing")):  # fmt: skip
+        if env.get(key, "false").lower() in _TRUE:
+            hint = "use model.gradient_checkpointing=true" if "ACTIVATION" in key else "set it to false"
+            raise ConfigError(f"accelerate config: {what}: true is not supported by this engine; {hint}.")
+    return env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in _TRUE
+
+
+def _check_deepspeed_launcher(env: Mapping[str, str], cfg: Config) -> None:
+    """DeepSpeed's fields come from the run config; a launcher value that disagrees is refused, naming both."""
+    if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none") not in ("", "none"):
+        raise ConfigError(
+            f"accelerate config: deepspeed_config_file {env['ACCELERATE_DEEPSPEED_CONFIG_FILE']} is not used: the "
+            "DeepSpeed config is derived from the run config (batch, accumulation, clipping, precision). Remove the "
+            "key (configs/accelerate/deepspeed_zero2.yaml)."
+        )
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    if stage != "2":
+        raise ConfigError(f"accelerate config: zero_stage {stage} is not supported; this engine runs ZeRO stage 2 "
+                          "(zero_stage: 2).")  # fmt: skip
+    for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
+        if env.get(key, "none").lower() not in ("", "none"):
+            raise ConfigError(f"accelerate config: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()}_device "
+                              f"{env[key]} is not supported; set it to none.")  # fmt: skip
+    gas = env.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "auto")
+    if gas != "auto" and int(gas) != cfg.train.gradient_accumulation_steps:
+        raise ConfigError(
+            f"accelerate config: gradient_accumulation_steps {gas} differs from the run's "
+            f"train.gradient_accumulation_steps={cfg.train.gradient_accumulation_steps}. Remove it from the accelerate "
+            "config (the run config is used) or make the two agree."
+        )
+    clip = env.get("ACCELERATE_GRADIENT_CLIPPING", "auto")
+    if clip not in ("auto", "none") and float(clip) != cfg.optim.max_grad_norm:
+        raise ConfigError(
+            f"accelerate config: gradient_clipping {clip} differs from the run's optim.max_grad_norm="
+            f"{cfg.optim.max_grad_norm:g}. Remove it from the accelerate config (the run config is used) or make the "
+            "two agree."
+        )
+
+
+def resolve_engine(cfg: Config, env: Mapping[str, str] | None = None) -> EngineChoice:
+    """The run's engine from ``train.distributed`` and the launcher's environment; pure, before any model loads.
+
+    Raises ConfigError for anything that cannot be delivered as configured (never falls back silently)."""
+    env = os.environ if env is None else env
+    asked = cfg.train.distributed
+    launched, why = _launcher_engine(env)
+    if asked != "auto" and launched is not None and launched != asked:
+        raise ConfigError(f"train.distributed={asked} but the run was launched with an accelerate config for "
+                          f"{launched} ({why}); use one of the two.")  # fmt: skip
+    name = launched if asked == "auto" and launched else ("ddp" if asked == "auto" else asked)
+    source = why if asked == "auto" and launched else f"train.distributed={asked}"
+    launcher_mp = env.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher_mp not in ("", "no") and launcher_mp != cfg.train.mixed_precision:
+        raise ConfigError(
+            f"accelerate config: mixed_precision {launcher_mp} differs from the run's train.mixed_precision="
+            f"{cfg.train.mixed_precision}; make the two agree (or launch with --mixed_precision no: the run config "
+            "is used)."
+        )
+    reshard = True
+    if launched == "fsdp2":
+        reshard = _check_fsdp_launcher(env)
+    if launched == "zero2":
+        _check_deepspeed_launcher(env, cfg)
+    if name in ("fsdp2", "zero2"):
+        bad = {
+            "train.mixed_precision=fp16": cfg.train.mixed_precision == "fp16",
+            "optim.use_8bit_adam=true": cfg.optim.use_8bit_adam,
+            "model.lora.enabled=true": cfg.model.lora.enabled,
+            "model.compile=true": cfg.model.compile,
+        }
+        found = [k for k, v in bad.items() if v]
+        if found:
+            raise ConfigError(
+                f"train.distributed={name}: {', '.join(found)} is not supported under sharding (fp16 loss scaling, "
+                "8-bit states and LoRA adapters - which hold ~1% of the weights and need no sharding - are trained "
+                "with DDP). Use train.distributed=ddp, or bf16 / AdamW / a full student."
+            )
+    if name == "zero2":
+        from importlib.util import find_spec
+
+        if find_spec("deepspeed") is None:
+            raise ConfigError("train.distributed=zero2 needs DeepSpeed: pip install --no-build-isolation "
+                              "deepspeed==0.19.8 (scripts/setup.sh installs it).")  # fmt: skip
+    return EngineChoice(name, source, reshard)
+
+
+def deepspeed_config(cfg: Config, world: int) -> dict:
+    """DeepSpeed's json, every field from the run config (DESIGN: the run config is the truth)."""
+    t = cfg.train
+    return {
+        "train_micro_batch_size_per_gpu": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train_batch_size": t.per_device_batch_size * t.gradient_accumulation_steps * world,
+        "gradient_clipping": cfg.optim.max_grad_norm,
+        "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": False},
+        "bf16": {"enabled": t.mixed_precision == "bf16"},
+        "fp16": {"enabled": False},
+        "zero_allow_untested_optimizer": True,  # torch AdamW (optim.adamw_impl), wrapped by ZeRO's partitioner
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _no_split_classes(module: nn.Module) -> tuple[type, ...]:
+    names = set(getattr(module, "_no_split_modules", None) or ())
+    return tuple({type(m) for m in module.modules() if type(m).__name__ in names})
+
+
+class Parallel:
+    """The run's engine: builds the Accelerator, shards student and target, clips, updates the EMA, gathers whole
+    weights. Methods marked collective must be called by every rank."""
+
+    def __init__(self, choice: EngineChoice) -> None:
+        self.choice = choice
+        self.name = choice.name
+        self.accelerator = None
+        self._template: nn.Module | None = None  # fsdp2: a meta copy of the plain student, to rebuild whole weights
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def build_accelerator(self, cfg: Config):
+        """The run's Accelerator for this engine: accumulation, precision, tracker, logging folder."""
+        from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+        from .checkpoint import RunLayout
+
+        logs = RunLayout(cfg.train.output_dir)
+        multi = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+        no_cuda = not torch.cuda.is_available()
+        kwargs: dict = dict(
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            mixed_precision=cfg.train.mixed_precision,
+            log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
+            project_config=ProjectConfiguration(project_dir=str(logs.root), logging_dir=str(logs.logs)),
+        )
+        if self.name == "zero2":
+            from accelerate.utils import DeepSpeedPlugin
+
+            for var in ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_GRADIENT_CLIPPING",
+                        "ACCELERATE_CONFIG_DS_FIELDS"):  # fmt: skip  (checked against the run config already)
+                os.environ.pop(var, None)
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, world))
+            if no_cuda:  # DeepSpeed's CPU accelerator over gloo (accelerate's public backend switch)
+                kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        else:
+            # fsdp2 is applied by the engine (module docstring): accelerate runs as plain multi-process.
+            os.environ.pop("ACCELERATE_USE_FSDP", None)
+            # accelerate only forms a CPU process group (gloo) when told cpu=True.
+            kwargs["cpu"] = no_cuda and multi
+        accelerator = Accelerator(**kwargs)
+        self.accelerator = accelerator
+        self._check_delivered(accelerator)
+        return accelerator
+
+    def _check_delivered(self, accelerator) -> None:
+        from accelerate.utils import DistributedType
+
+        if self.name == "zero2" and accelerator.distributed_type != DistributedType.DEEPSPEED:
+            raise ConfigError(f"train.distributed=zero2: accelerate started {accelerator.distributed_type}, not "
+                              "DeepSpeed; launch with accelerate launch (or torchrun).")  # fmt: skip
+        if self.name == "fsdp2" and not torch.distributed.is_initialized():
+            raise ConfigError("train.distributed=fsdp2 needs a process group: launch with accelerate launch (or "
+                              "torchrun), also for one process.")  # fmt: skip
+
+    def shard(self, models) -> None:
+        """fsdp2: ``fully_shard`` the student and its EMA target the same way (before the optimizer is built)."""
+        if self.name != "fsdp2":
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        acc = self.accelerator
+        mesh = init_device_mesh(acc.device.type, (acc.num_processes,))
+        with torch.device("meta"):
+            self._template = copy.deepcopy(models.student).to("meta")
+        blocks = _no_split_classes(models.student)
+        for net in (models.student, models.target):
+            if net is None:
+                continue
+            for m in list(net.modules())[::-1]:  # innermost first: fully_shard nests bottom-up
+                if isinstance(m, blocks) and m is not net:
+                    fully_shard(m, mesh=mesh, reshard_after_forward=self.choice.reshard_after_forward)
+            fully_shard(net, mesh=mesh, reshard_after_forward=self.choice.reshard_after_forward)
+        self.wrap_policy = f"fully_shard per {sorted(c.__name__ for c in blocks)} block + root"
+
+    def prepare(self, student: nn.Module, optimizer):
+        """accelerate's prepare for DDP / DeepSpeed; fsdp2 modules are already sharded and stay as they are."""
+        if self.name == "fsdp2":
+            return student, optimizer
+        return self.accelerator.prepare(student, optimizer)
+
+    def log_layout(self, student: nn.Module, models) -> str:
+        """First log lines: engine, ranks, wrapping, per-rank parameter / optimiser bytes."""
+        acc = self.accelerator
+        params = list(self.unwrap(student).parameters())
+        local = [_local(p) for p in params]
+        trainable = sum(t.numel() * 4 for t, p in zip(local, params, strict=True) if p.requires_grad)
+        held = sum(t.numel() * t.element_size() for t in local)
+        if self.name == "zero2":
+            trainable //= acc.num_processes  # fp32 master partition
+            wrap = "DeepSpeed ZeRO-2: parameters replicated, gradients and fp32 masters + AdamW states partitioned"
+        elif self.name == "fsdp2":
+            wrap = self.wrap_policy
+        else:
+            wrap = "DistributedDataParallel (replicated)" if acc.num_processes > 1 else "single process"
+        opt = 2 * trainable + (trainable if self.name == "zero2" else 0)
+        line = (f"engine {self.name} ({self.choice.source}), world size {acc.num_processes}, {wrap}; per rank: "
+                f"student parameters {held / 2**20:.1f} MiB, optimiser states {opt / 2**20:.1f} MiB")  # fmt: skip
+        return line
+
+    # -- the step -------------------------------------------------------------------------------------------------
+    def unwrap(self, student: nn.Module) -> nn.Module:
+        return student if self.name == "fsdp2" else self.accelerator.unwrap_model(student)
+
+    def autocast(self):
+        """The compute-precision context of student/target forwards. DeepSpeed owns precision (accelerate's own
+        autocast is off under it): with bf16 its module holds bf16 weights, fed fp32 inputs under this autocast."""
+        acc = self.accelerator
+        if self.name == "zero2" and acc.state.deepspeed_plugin.deepspeed_config["bf16"]["enabled"]:
+            return torch.autocast(acc.device.type, dtype=torch.bfloat16)
+        return acc.autocast()
+
+    def clip(self, params: list[nn.Parameter], max_norm: float) -> None:
+        """Global-norm clipping as DDP does it; DTensor gradients under fsdp2 (torch reduces the shards' norms);
+        DeepSpeed clips inside its step with gradient_clipping = optim.max_grad_norm."""
+        if self.name == "zero2":
+            return
+        if self.name == "fsdp2":
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return
+        self.accelerator.clip_grad_norm_(params, max_norm)
+
+    @torch.no_grad()
+    def ema_update(self, target: nn.Module, student: nn.Module, mu: float, impl: str) -> None:
+        """theta- <- mu theta- + (1 - mu) theta. fsdp2: on the local shards (same sharding, no communication);
+        zero2: from DeepSpeed's fp32 masters (collective)."""
+        from .ema import ema_update
+
+        if self.name == "zero2":
+            online = _FullFp32View(self.unwrap(student))
+            ema_update(target, online, mu, impl)
+        elif self.name == "fsdp2":
+            ema_update(_LocalView(target), _LocalView(student), mu, impl)
+        else:
+            ema_update(target, self.unwrap(student), mu, impl)
+
+    # -- whole weights (collective) -------------------------------------------------------------------------------
+    def full_state_dict(self, module: nn.Module, student: bool = True) -> dict[str, torch.Tensor]:
+        """Collective. The whole fp32 state dict on every rank's CPU (fsdp2: gathered; zero2: fp32 masters)."""
+        if self.name == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            sd = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+            return {k: v.detach().cpu() for k, v in sd.items()}
+        if self.name == "zero2" and student:
+            m = self.unwrap(module)
+            full = _FullFp32View(m)
+            names = [n for n, _ in m.named_parameters()]
+            sd = {n: t.detach().cpu() for n, t in zip(names, full.parameters(), strict=True)}
+            sd.update({n: b.detach().cpu() for n, b in m.named_buffers() if n in m.state_dict()})
+            return sd
+        return {k: v.detach().cpu() for k, v in self.unwrap(module).state_dict().items()}
+
+    def full_module(self, module: nn.Module | None, student: bool = True) -> nn.Module | None:
+        """Collective. A plain (unsharded, fp32) module with the whole weights, on the main process only (None
+        elsewhere): what validation, export and model cards read. DDP returns the module itself (no copy)."""
+        if module is None:
+            return None
+        if self.name == "ddp" or (self.name == "zero2" and not student):  # replicated plain modules
+            return self.unwrap(module)
+        sd = self.full_state_dict(module, student)
+        if not self.accelerator.is_main_process:
+            return None
+        if self.name == "fsdp2":
+            plain = copy.deepcopy(self._template).to_empty(device=self.accelerator.device)
+        else:
+            plain = copy.deepcopy(self.unwrap(module))
+        plain.load_state_dict(sd)
+        return plain.float().eval()
+
+    def max_abs_weight(self, module: nn.Module) -> float:
+        """Collective. The student's largest |w| (divergence guard), from whole fp32 weights on every engine."""
+        if self.name == "fsdp2":
+            local = max((_local(p).abs().max().item() for p in module.parameters() if _local(p).numel()), default=0.0)
+            t = torch.tensor([local], device=self.accelerator.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            return float(t.item())
+        if self.name == "zero2":
+            return max((p.abs().max().item() for p in _FullFp32View(self.unwrap(module)).parameters()), default=0.0)
+        return max((p.detach().abs().max().item() for p in self.unwrap(module).parameters() if p.numel()),
+                   default=0.0)  # fmt: skip
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def registered_target(self, target: nn.Module | None) -> nn.Module | None:
+        """The target accelerate checkpoints itself (replicated engines); fsdp2 saves it in :meth:`save_state`."""
+        return None if self.name == "fsdp2" else target
+
+    def save_state(self, folder: Path, student: nn.Module, optimizer, target: nn.Module | None) -> None:
+        """Collective. fsdp2: whole student, optimiser and target state (accelerate saves RNG, schedule, engine state);
+        the same model.safetensors as a DDP checkpoint. Other engines: accelerate's save_state did it all."""
+        if self.name != "fsdp2":
+            return
+        from safetensors.torch import save_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        model_sd = self.full_state_dict(student)
+        optim_sd = get_optimizer_state_dict(student, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                         cpu_offload=True))  # fmt: skip
+        target_sd = self.full_state_dict(target) if target is not None else None
+        if self.accelerator.is_main_process:
+            save_file({k: v.contiguous() for k, v in model_sd.items()}, str(folder / "model.safetensors"))
+            torch.save(optim_sd, folder / "optimizer.bin")
+            if target_sd is not None:
+                save_file({k: v.contiguous() for k, v in target_sd.items()}, str(folder / "target.safetensors"))
+
+    def load_state(self, folder: Path, student: nn.Module, optimizer, target: nn.Module | None) -> None:
+        """Collective counterpart of :meth:`save_state`: every rank reads the whole state and keeps its shards."""
+        if self.name != "fsdp2":
+            return
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(student, load_file(str(folder / "model.safetensors")), options=opts)
+        osd = torch.load(folder / "optimizer.bin", map_location="cpu", weights_only=False)
+        set_optimizer_state_dict(student, optimizer, osd, options=opts)
+        if target is not None:
+            set_model_state_dict(target, load_file(str(folder / "target.safetensors")), options=opts)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+class _LocalView:
+    """A module-like view whose parameters()/buffers() are the local shards of a fully_shard-ed module."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def parameters(self):
+        return [_local(p) for p in self.module.parameters()]
+
+    def buffers(self):
+        return list(self.module.buffers())
+
+
+class _FullFp32View:
+    """A module-like view of a DeepSpeed ZeRO module whose parameters() are the whole fp32 masters (collective:
+    ``deepspeed.utils.safe_get_full_fp32_param`` reduces each parameter's partitions over the ranks)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def parameters(self):
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        out = []
+        for p in self.module.parameters():
+            full = safe_get_full_fp32_param(p) if p.requires_grad else None
+            out.append(full if full is not None else p.detach().float())
+        return out
+
+    def buffers(self):
+        return list(self.module.buffers())
