@@ -80,9 +80,10 @@ def _check_fsdp_launcher(env: Mapping[str, str]) -> bool:
             "ModuleLists by size. Remove the key (or use TRANSFORMER_BASED_WRAP): the engine wraps the UNet's "
             "_no_split_modules blocks (configs/accelerate/fsdp2.yaml)."
         )
-    for key, what in (("FSDP_OFFLOAD_PARAMS", "fsdp_offload_params"), ("FSDP_CPU_RAM_EFFICIENT_LOADING",
-                      "fsdp_cpu_ram_efficient_loading"), ("FSDP_ACTIVATION_CHECKPOINTING",
-                      "fsdp_activation_checkpointing")):  # fmt: skip
+    # fsdp_cpu_ram_efficient_loading (accelerate's default true) does not apply: every rank loads the UNet, then
+    # fully_shard keeps its shards. fsdp_state_dict_type does not apply: checkpoints always hold whole state dicts.
+    for key, what in (("FSDP_OFFLOAD_PARAMS", "fsdp_offload_params"),
+                      ("FSDP_ACTIVATION_CHECKPOINTING", "fsdp_activation_checkpointing")):  # fmt: skip
         if env.get(key, "false").lower() in _TRUE:
             hint = "use model.gradient_checkpointing=true" if "ACTIVATION" in key else "set it to false"
             raise ConfigError(f"accelerate config: {what}: true is not supported by this engine; {hint}.")

@@ -86,7 +86,8 @@ class TrainStep:
                 if acc.sync_gradients and not bad:
                     self.parallel.clip(self.params, self.max_grad_norm)
                     self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                if acc.sync_gradients:  # accumulation: keep the micro-batches' gradients until the optimiser step
+                    self.optimizer.zero_grad(set_to_none=True)  # (accelerate's wrapped optimiser does the same)
         if bad:
             return StepResult(None, empty=empty)
         self.lr_schedule.step()
