@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lc
                 print(memory)  # the plan needs only the network configs, so it is shown even when a check fails
                 raise
             print(cfg.to_yaml(), end="")
-            print(f"# dry run: checks passed; resume from {plan.checkpoint or 'nothing (a new run)'}"
+            print(f"# dry run: checks passed; engine {plan.engine.name} ({plan.engine.source}); "
+                  f"resume from {plan.checkpoint or 'nothing (a new run)'}"
                   + "".join(f"\n# {note}" for note in plan.notes))  # fmt: skip
             print(memory)
             return 0
