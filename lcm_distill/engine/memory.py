@@ -163,14 +163,22 @@ def estimate(
     sizes: Sizes | None = None,
     table: dict | None = None,
     suggest: bool = True,
+    engine: str | None = None,
 ) -> MemoryPlan:
     """The per-process memory of ``cfg`` (see module docstring): activations are those of train.mixed_precision on
-    any device (a CPU run's policy is not modelled separately; scale_rehearsal measures it within -0.6/+0.4 GiB)."""
+    any device (a CPU run's policy is not modelled separately; scale_rehearsal measures it within -0.6/+0.4 GiB).
+    ``engine`` (ddp | fsdp2 | zero2; ``zero2=True`` is the same as engine="zero2"): FSDP2 divides weights,
+    gradients, AdamW states and the EMA target by the process count and adds two gathered blocks (estimated as 10% of
+    the UNet); ZeRO-2 divides gradients and AdamW states, and with bf16 holds a bf16 compute copy plus fp32 masters / N.
+    Not measured on a GPU yet."""
     s = sizes or count_parameters(cfg)
     m, t, o = cfg.model, cfg.train, cfg.optim
+    engine = engine or ("zero2" if zero2 else "ddp")
+    zero2 = engine == "zero2"
+    fsdp = engine == "fsdp2" and processes > 1
     frozen = BYTES[m.frozen_dtype]
     lcd = cfg.objective.kind == "lcd"
-    shard = processes if zero2 and processes > 1 else 1
+    shard = processes if (zero2 or fsdp) and processes > 1 else 1
     trainable = s.lora if m.lora.enabled else s.unet
     opt_bytes = 2 if o.use_8bit_adam else 8
     lines: list[tuple[str, float, str]] = []
@@ -178,19 +186,26 @@ def estimate(
     if m.lora.enabled:
         add("student: base UNet (frozen)", s.unet * frozen, f"{s.unet / 1e6:.1f}M x {m.frozen_dtype}")
         add("student: LoRA adapters", s.lora * 4, f"{s.lora / 1e6:.1f}M x fp32 (rank {m.lora.rank})")
+    elif zero2 and t.mixed_precision == "bf16":
+        add("student UNet", s.unet * 2, f"{s.unet / 1e6:.1f}M x bf16 (DeepSpeed's compute copy)")
+        add("fp32 master weights", s.unet * 4 / shard, f"ZeRO-2 / {shard}")
+    elif fsdp:
+        add("student UNet", s.unet * 4 / shard, f"{s.unet / 1e6:.1f}M x fp32, FSDP2 / {shard}")
+        add("FSDP2 gathered blocks", 2 * 0.1 * s.unet * 4, "two blocks unsharded at a time (estimate: 10% of the UNet)")
     else:
         add("student UNet", s.unet * 4, f"{s.unet / 1e6:.1f}M x fp32")
-    add("gradients", trainable * 4 / shard, "fp32" + (f", ZeRO-2 / {shard}" if shard > 1 else ""))
+    add("gradients", trainable * 4 / shard, "fp32" + (f", {engine} / {shard}" if shard > 1 else ""))
     add(
         "optimiser states",
         trainable * opt_bytes / shard,
         ("8-bit AdamW, 2 B/param" if o.use_8bit_adam else "AdamW, 2 x fp32") + (f", / {shard}" if shard > 1 else ""),
     )
-    if processes > 1 and not zero2:
+    if processes > 1 and engine == "ddp":
         add("DDP gradient buckets", trainable * 4, "one more gradient copy")
     if t.ema_decay > 0:
         target = s.unet * frozen + s.lora * 4 if m.lora.enabled else s.unet * 4
-        add("EMA target", target, f"copy of the student (mu {t.ema_decay:g})")
+        add("EMA target", target / (shard if fsdp else 1),
+            f"copy of the student (mu {t.ema_decay:g})" + (f", sharded like it / {shard}" if fsdp else ""))
     if lcd and not m.lora.enabled:
         add("teacher UNet (frozen)", s.unet * frozen, m.frozen_dtype)
     add("VAE + text encoder (frozen)", (s.vae + s.text_encoder) * frozen, m.frozen_dtype)
@@ -215,7 +230,7 @@ def estimate(
             f"{phase}; batch {b}, {train_kind}, {cfg.data.resolution} px")  # fmt: skip
     plan = MemoryPlan(lines, processes, device_gib, activations_known=known)
     if suggest and plan.fits is False:
-        plan.suggestions = _suggestions(cfg, processes, zero2, device_gib, s, table)
+        plan.suggestions = _suggestions(cfg, processes, zero2 or fsdp, device_gib, s, table)
     return plan
 
 

@@ -80,7 +80,18 @@ def test_ddp_adds_a_gradient_copy_and_zero2_shards_gradients_and_states():
     assert ddp["DDP gradient buckets"] == 4 * P and ddp["gradients"] == 4 * P
     z2 = lines(estimate(cfg_of(), processes=8, zero2=True, sizes=SIZES, table=TABLE))
     assert "DDP gradient buckets" not in z2
-    assert z2["gradients"] == 4 * P // 8 and z2["optimiser states"] == 8 * P // 8 and z2["student UNet"] == 4 * P
+    assert z2["gradients"] == 4 * P // 8 and z2["optimiser states"] == 8 * P // 8
+    # DeepSpeed's bf16 engine: a bf16 compute copy on every rank, fp32 masters partitioned; the EMA target replicated
+    assert z2["student UNet"] == 2 * P and z2["fp32 master weights"] == 4 * P // 8 and z2["EMA target"] == 4 * P
+    z2_fp32 = lines(estimate(cfg_of("train.mixed_precision=no"), processes=8, engine="zero2", sizes=SIZES, table=TABLE))
+    assert z2_fp32["student UNet"] == 4 * P and "fp32 master weights" not in z2_fp32
+
+
+def test_fsdp2_shards_weights_gradients_states_and_the_target():
+    f = lines(estimate(cfg_of(), processes=8, engine="fsdp2", sizes=SIZES, table=TABLE))
+    assert f["student UNet"] == 4 * P // 8 and f["gradients"] == 4 * P // 8 and f["optimiser states"] == P
+    assert f["EMA target"] == 4 * P // 8 and f["FSDP2 gathered blocks"] == round(0.8 * P)
+    assert "DDP gradient buckets" not in f and f["teacher UNet (frozen)"] == 2 * P  # frozen nets stay whole
 
 
 def test_activations_interpolate_linearly_in_latent_pixels_and_unknown_is_none():
