@@ -197,8 +197,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, keep: int, c
     """Collective: every process calls it. Returns the final path. ``config_yaml`` (the resolved config) is written
     into the checkpoint, so a checkpoint copied elsewhere still says what it was trained with; ``extra`` goes into
     its manifest (e.g. the student's largest weight); ``save_extra(folder)`` (collective) writes what accelerate
-    does not (the FSDP2 engine's whole state, engine/parallel.py). Files are hashed and fsynced before the rename; a failed write
-    (full disk) removes the partial folder and raises CheckpointError with the space a run needs."""
+    does not (the FSDP2 engine's whole state, engine/parallel.py). Files are hashed and fsynced before the rename;
+    a failed write (full disk) removes the partial folder and raises CheckpointError with the space a run needs."""
     root = checkpoint_dir(output_dir)
     final = checkpoint_path(output_dir, step)
     tmp = root / f".tmp-{final.name}"
