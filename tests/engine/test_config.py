@@ -66,7 +66,7 @@ def test_cli_dry_run_prints_resolved_config(capsys, tmp_path, teacher_dirs, data
     assert "data.dataset=" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "fsdp"])
+@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "fsdp2"])
 def test_accelerate_launch_configs_parse(name):
     from accelerate.commands.config.config_args import load_config_from_file
 
