@@ -10,9 +10,10 @@
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --tiny     # the same script on CPU with the tiny kit (what the test suite runs)
 #
-# Environment: PYTHON (default: .venv/bin/python if present, else python3); a .whl/ folder of wheels (diffusers,
-# datasets, webdataset, peft, bitsandbytes, ... as ../.library/device/README.md describes) is installed to
-# /tmp/site first when present; GPU_CHECK_COMPILE=1 adds the torch.compile row (minutes of compilation);
+# Environment: PYTHON (default: .venv/bin/python if present, else python3); a .whl/ folder of wheels is installed to
+# /tmp/site first when present (on a machine whose image has torch/transformers/accelerate/peft but no diffusers,
+# the H200 run of 2026-12-04 needed: diffusers, datasets, dill, multiprocess, webdataset, braceexpand,
+# open_clip_torch, ftfy, wcwidth, bitsandbytes - about 51 MB, all at requirements.txt's pins where pinned); GPU_CHECK_COMPILE=1 adds the torch.compile row (minutes of compilation);
 # OUT (default outputs/gpu-check) receives the tables and JSON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,6 +29,11 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# pipelines/ imports as lcm_distill.pipelines only through the install's package mapping: a bare checkout on
+# PYTHONPATH lacks it (the first H200 run died here at part 3), so install the checkout editable, offline, first.
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('lcm_distill.pipelines') is None)"; then
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e .
+fi
 OUT="${OUT:-outputs/gpu-check}"
 mkdir -p "$OUT"
 start=$(date +%s)
