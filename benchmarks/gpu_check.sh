@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU check, <= 8 minutes on one H100/H200, one table per part (paste them into benchmarks/RESULTS.md):
 #   1. LCD step samples/s, CUDA max_memory_allocated, UNet TFLOP/s and MFU for SD-2.1-base shapes at 512 px, batch 8
-#      (benchmarks/train_step.py --preset sd21): baseline vs each switch and the best combination
+#      (benchmarks/train_step.py --preset sd21): baseline vs each switch and the best combination, and that
+#      combination under one-process FSDP2 and ZeRO-2 (bf16)
 #   2. optional: diffusers' train_lcm_distill_sd_wds.py as shipped (fp16 autocast) vs ours (bf16), side by side
 #      (benchmarks/vs_reference.py --precision gpu), when REFERENCE_SCRIPT=path/to/train_lcm_distill_sd_wds.py is set
 #   3. pipeline latency at 1/2/4 steps vs the teacher's 50-step CFG DDIM at 512 px, with the non-UNet share
@@ -13,7 +14,9 @@
 # Environment: PYTHON (default: .venv/bin/python if present, else python3); a .whl/ folder of wheels is installed to
 # /tmp/site first when present (on a machine whose image has torch/transformers/accelerate/peft but no diffusers,
 # the H200 run of 2026-12-04 needed: diffusers, datasets, dill, multiprocess, webdataset, braceexpand,
-# open_clip_torch, ftfy, wcwidth, bitsandbytes - about 51 MB, all at requirements.txt's pins where pinned); GPU_CHECK_COMPILE=1 adds the torch.compile row (minutes of compilation);
+# open_clip_torch, ftfy, wcwidth, bitsandbytes - about 51 MB, all at requirements.txt's pins where pinned; the zero2
+# row also needs deepspeed (`pip wheel --no-deps --no-build-isolation deepspeed==0.19.8` builds a pure wheel), hjson,
+# pydantic, pydantic_core, annotated_types, typing_inspection - without them that row fails alone, with the reason); GPU_CHECK_COMPILE=1 adds the torch.compile row (minutes of compilation);
 # OUT (default outputs/gpu-check) receives the tables and JSON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,12 +43,15 @@ start=$(date +%s)
 stamp() { echo "[gpu_check] $1 ($(( $(date +%s) - start )) s)"; }
 
 if [ "$TINY" = 1 ]; then
-  STEP=(--preset tiny --batch-size 2 --steps 2 --warmup 1 --rows baseline,cache+fused_ema+fused_adam+channels_last)
+  STEP=(--preset tiny --batch-size 2 --steps 2 --warmup 1
+        --rows baseline,cache+fused_ema+fused_adam+channels_last,cache+fused_ema+fused_adam+fsdp2,zero2)
   LAT=(--preset tiny --device cpu --lcm-steps 1 2 --teacher-steps 2 --repeats 1 --warmup 0)
   V768=(--preset tiny_v --steps 1 --warmup 1 --rows frozen_bf16)
 else
   rows=baseline,frozen_bf16,cache,fused_ema,fused_adam,channels_last,adam8,cache+frozen_bf16+fused_ema+fused_adam
   rows+=,cache+frozen_bf16+fused_ema+fused_adam+channels_last,cache+frozen_bf16+fused_ema+adam8
+  # one-process FSDP2 and DeepSpeed ZeRO-2 (bf16 engine) rows: what the wrapping costs before a second GPU helps
+  rows+=,cache+frozen_bf16+fused_ema+fused_adam+fsdp2,cache+frozen_bf16+fused_ema+fused_adam+zero2
   [ "${GPU_CHECK_COMPILE:-0}" = 1 ] && rows+=,cache+frozen_bf16+fused_ema+fused_adam+compile
   STEP=(--preset sd21 --batch-size 8 --steps 10 --warmup 2 --rows "$rows" --workdir "$OUT/sd21")
   LAT=(--preset sd21-base --device cuda --dtype fp16 --repeats 3 --warmup 1)

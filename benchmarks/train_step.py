@@ -10,7 +10,8 @@ turned on alone, and "all" (every switch on). The teacher's cond/uncond forward 
 (not a switch). Switches (config keys): cache = data.cache_dir (precomputed VAE posterior + text embeddings),
 frozen_bf16 = model.frozen_dtype=bf16, fused_ema = train.ema_impl=foreach, fused_adam = optim.adamw_impl=fused,
 compile = model.compile (torch.compile of student, target and teacher; the first step, which compiles, is reported
-separately and excluded from the rate). Measured alone: adam8 (8-bit AdamW), channels_last. --profile N splits N
+separately and excluded from the rate). Measured alone: adam8 (8-bit AdamW), channels_last, and the sharded
+engines fsdp2 / zero2 (train.distributed, one process in a process group of 1). --profile N splits N
 more steps into regions (encoders, the three UNets' forwards, backward, clipping, AdamW, EMA, other).
 
 What a step is: the engine's own TrainStep (lcm_distill.engine.step) over the run's ConsistencyStep - encode or read
@@ -53,6 +54,10 @@ SWITCHES["channels_last"] = ["model.channels_last=true"]
 # Not a speed switch but a mode whose memory users ask about: LCM-LoRA (adapters only train; the base UNet is the
 # teacher). Compare rows "lora" and "lora+frozen_bf16" (base weights fp32 vs model.frozen_dtype=bf16).
 SWITCHES["lora"] = ["model.lora.enabled=true", "train.ema_decay=0"]
+# Sharded engines in one process (a process group of 1): what a GPU pays for FSDP2's wrapping and DeepSpeed's bf16
+# engine before any second rank helps. Not in "all"; each row gets torchrun's environment variables.
+ENGINE_SWITCHES = {"fsdp2": ["train.distributed=fsdp2"], "zero2": ["train.distributed=zero2"]}
+SWITCHES.update(ENGINE_SWITCHES)
 OFF = [
     "model.frozen_dtype=fp32",
     "train.ema_impl=loop",
@@ -141,14 +146,13 @@ REGIONS = ("vae_encode", "text_encoder", "student_fwd", "teacher_fwd", "target_f
            "Optimizer.step", "ema", "Optimizer.zero_grad")  # fmt: skip
 
 
-def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
+def profile_regions(models, parallel, run_steps, steps: int) -> dict[str, float]:
     """ms per step of each region of the step (torch.profiler, CPU clock), and "other": what no region covers
     (Python, schedule gathers, the omega embedding, noise slicing, accelerate's wrappers, logging reductions)."""
     from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile
 
-    from lcm_distill.engine import step as step_module
-
+    acc = parallel.accelerator
     handles = []
 
     def region(module, name: str) -> None:
@@ -163,12 +167,12 @@ def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
 
         handles.extend([module.register_forward_pre_hook(pre), module.register_forward_hook(post)])
 
-    unwrapped = acc.unwrap_model(models.student)
+    unwrapped = parallel.unwrap(models.student)
     for module, name in ((models.text_encoder, "text_encoder"), (unwrapped, "student_fwd"),
                          (models.teacher, "teacher_fwd"), (models.target, "target_fwd")):  # fmt: skip
         if module is not None:
             region(module, name)
-    encode, backward, clip, ema = models.vae.encode, acc.backward, acc.clip_grad_norm_, step_module.ema_update
+    encode, backward = models.vae.encode, acc.backward
 
     def wrap(fn, name):
         def inner(*a, **k):
@@ -177,9 +181,8 @@ def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
 
         return inner
 
-    models.vae.encode, acc.backward, acc.clip_grad_norm_ = (wrap(encode, "vae_encode"), wrap(backward, "backward"),
-                                                           wrap(clip, "clip"))  # fmt: skip
-    step_module.ema_update = wrap(ema, "ema")
+    models.vae.encode, acc.backward = wrap(encode, "vae_encode"), wrap(backward, "backward")
+    parallel.clip, parallel.ema_update = wrap(parallel.clip, "clip"), wrap(parallel.ema_update, "ema")  # the engine's
     try:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
         with profile(activities=activities) as prof, record_function("step"):
@@ -187,8 +190,8 @@ def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
     finally:
         for h in handles:
             h.remove()
-        del models.vae.encode
-        acc.backward, acc.clip_grad_norm_, step_module.ema_update = backward, clip, ema
+        del models.vae.encode, parallel.clip, parallel.ema_update  # back to the class's methods
+        acc.backward = backward
     totals = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages()}
     out = {r: sum(v for k, v in totals.items() if k == r or k.startswith(r + "#")) for r in REGIONS}
     out["student_fwd"] = max(0.0, out["student_fwd"])  # the target forward is a separate module
@@ -197,40 +200,37 @@ def profile_regions(models, acc, run_steps, steps: int) -> dict[str, float]:
     return out
 
 
+def single_process_group() -> dict[str, str]:
+    """torchrun's variables for one rank on a free local port: accelerate then forms a process group of 1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}  # fmt: skip
+
+
 def run_worker(spec: dict) -> dict:
     """One row in this process: load, warm up, time ``steps`` steps."""
     import itertools
 
-    from diffusers.optimization import get_scheduler
-
     from lcm_distill.config import load_config
-    from lcm_distill.data import build_batches
-    from lcm_distill.engine import TrainStep, build_accelerator, build_optimizer, load_run_models
-    from lcm_distill.objectives import ConsistencyStep
+    from lcm_distill.engine import set_up_run
+    from lcm_distill.engine.engine_choice import resolve_engine
+    from lcm_distill.engine.parallel import Parallel
 
     cfg = load_config(spec["config"], spec["overrides"])
-    acc = build_accelerator(cfg)
+    parallel = Parallel(resolve_engine(cfg))
+    acc = parallel.build_accelerator(cfg)
     device, cuda = acc.device, acc.device.type == "cuda"
-    models = load_run_models(cfg).to(device)
-    models.schedule = models.schedule.to(device)
-    B = cfg.train.per_device_batch_size
-    it = iter(build_batches(cfg.data, B, 0, 1, cfg.train.seed, models=models))
+    run = set_up_run(cfg, parallel)  # the engine's own set-up (engine/setup.py): what a run trains with
+    models, student, train_step, B = run.models, run.student, run.step, cfg.train.per_device_batch_size
+    it = iter(run.batches)
     data = []
     for _ in range(2):
         batch = next(it)
         data.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-    params = [p for p in models.student.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg)
-    lr_schedule = get_scheduler(cfg.optim.lr_scheduler, optimizer, num_warmup_steps=cfg.optim.lr_warmup_steps,
-                                num_training_steps=cfg.train.max_train_steps)  # fmt: skip
-    student, optimizer = acc.prepare(models.student, optimizer)
-    consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student,
-                                  unwrapped=acc.unwrap_model(student), autocast=acc.autocast)  # fmt: skip
-    train_step = TrainStep(
-        acc, consistency, optimizer, lr_schedule, params, seed=cfg.train.seed, batch_size=B,
-        accumulation=cfg.train.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
-        ema_decay=cfg.train.ema_decay, ema_impl=cfg.train.ema_impl, ema_schedule=cfg.train.ema_schedule,
-    )  # fmt: skip
     batches = itertools.cycle(data)
 
     def step(i: int) -> float:
@@ -260,10 +260,10 @@ def run_worker(spec: dict) -> dict:
             for i in range(start, start + n):
                 step(i)
 
-        profiled = profile_regions(models, acc, run_steps, spec["profile"])
+        profiled = profile_regions(models, parallel, run_steps, spec["profile"])
     med = statistics.median(times)
     samples = B * cfg.train.gradient_accumulation_steps
-    unet_cfg = dict(acc.unwrap_model(student).config)
+    unet_cfg = dict(parallel.unwrap(student).config)
     flops = unet_forward_flops(unet_cfg, models.latent_shape(cfg.data.resolution)[1], models.omega_dim)
     tflops_s = PASSES[cfg.objective.kind] * samples * flops / med / 1e12
     return {"row": spec["row"], "samples_s": samples / med, "step_s": med, "first_step_s": first,
@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 "overrides": row_overrides(row, assets["cache"], args.compile_backend)}  # fmt: skip
         cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
         cmd += ["--threads", str(args.threads)] if args.threads else []
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        row_env = {**env, **single_process_group()} if set(switches_of(row)) & set(ENGINE_SWITCHES) else env
+        proc = subprocess.run(cmd, cwd=ROOT, env=row_env, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode or line is None:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]

@@ -150,7 +150,7 @@ class TrainConfig:
     per_device_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_train_steps: int = 1000
-    distributed: str = "auto"  # auto (the accelerate launch config's) | ddp | fsdp2 | zero2: docs in engine/parallel.py
+    distributed: str = "auto"  # auto (the launch config's) | ddp | fsdp2 | zero2: engine/engine_choice.py
     mixed_precision: str = "no"  # no | fp16 | bf16 (autocast for the student; frozen nets follow model.frozen_dtype)
     ema_decay: float = 0.95  # target mu; 0 = target is the student under no_grad
     ema_schedule: str = "fixed"  # fixed: ema_decay always | curriculum: ema_decay^(num_points / N) at a stage of N

@@ -29,7 +29,7 @@ CHOICES = {
     "objective.curriculum": ("none", "doubling"),  # functional.curriculum.CURRICULA (tied by a test)
     "train.ema_schedule": ("fixed", "curriculum"),  # functional.curriculum.EMA_SCHEDULES
     "train.mixed_precision": ("no", "fp16", "bf16"),
-    "train.distributed": ("auto", "ddp", "fsdp2", "zero2"),  # engine.parallel.ENGINES (tied by a test)
+    "train.distributed": ("auto", "ddp", "fsdp2", "zero2"),  # engine.engine_choice.ENGINES (tied by a test)
     "train.report_to": ("tensorboard", "wandb", "none"),
     "train.ema_impl": ("foreach", "loop"),
     "optim.adamw_impl": ("fused", "foreach", "loop"),

@@ -66,9 +66,11 @@ class Models:
         return self._uncond[n]
 
     def to(self, device: torch.device) -> Models:
+        """Move everything a step touches: the networks and the noise schedule's tables."""
         for m in (self.student, self.target, self.teacher, self.vae, self.text_encoder):
             if m is not None:
                 m.to(device)
+        self.schedule = self.schedule.to(device)
         return self
 
     @contextlib.contextmanager

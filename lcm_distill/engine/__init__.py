@@ -17,11 +17,10 @@ from .loop import (
     NonFiniteLossError,
     TrainResult,
     build_accelerator,
-    build_optimizer,
-    load_run_models,
     train,
 )
 from .preflight import Plan, preflight
+from .setup import RunSetup, build_optimizer, load_run_models, set_up_run
 from .step import StepResult, TrainStep
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "NonFiniteLossError",
     "Plan",
     "RunLayout",
+    "RunSetup",
     "StepResult",
     "TrainResult",
     "TrainStep",
@@ -44,6 +44,7 @@ __all__ = [
     "preflight",
     "resolve_resume",
     "save_checkpoint",
+    "set_up_run",
     "train",
     "verify_checkpoint",
 ]

@@ -19,16 +19,15 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError
-from ..data import DataError, build_batches
-from ..models import Models, load_models
-from ..objectives import OBJECTIVES, ConsistencyStep
+from ..data import DataError
 from .checkpoint import CheckpointError, RunLayout, list_checkpoints, read_manifest, save_checkpoint
+from .engine_choice import EngineChoice, resolve_engine
 from .faults import fault_point
 from .outputs import export_pipelines, run_validation
-from .parallel import EngineChoice, Parallel, resolve_engine
-from .preflight import check_resolution, preflight
+from .parallel import Parallel
+from .preflight import preflight
 from .resume import apply_learning_rate
-from .step import TrainStep
+from .setup import set_up_run
 
 logger = logging.getLogger(__name__)
 
@@ -91,42 +90,15 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW (or bitsandbytes' 8-bit AdamW with optim.use_8bit_adam) with the optim.* settings."""
-    o = cfg.optim
-    kwargs = dict(
-        lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay, eps=o.adam_epsilon
-    )
-    if o.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-        except ImportError as err:
-            raise ImportError("optim.use_8bit_adam=true needs bitsandbytes: pip install bitsandbytes.") from err
-        return bnb.optim.AdamW8bit(params, **kwargs)
-    # optim.adamw_impl: torch picks its per-tensor loop on CPU (foreach only when every parameter is on CUDA), which
-    # measured 5-30x slower than the fused kernel for a UNet's ~200 tensors on CPU (benchmarks/RESULTS.md). Same
-    # update rule; the kernels round differently in the last bits.
-    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[o.adamw_impl]
-    return torch.optim.AdamW(params, **kwargs, **impl)
-
-
 def build_accelerator(cfg: Config):
     """The run's Accelerator for the engine ``train.distributed`` resolves to (engine/parallel.py)."""
     return Parallel(resolve_engine(cfg)).build_accelerator(cfg)
-
-
-def load_run_models(cfg: Config) -> Models:
-    """The run's networks: :func:`~lcm_distill.models.load_models` given the keys of ``cfg`` it needs."""
-    return load_models(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher,
-                       with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)  # fmt: skip
 
 
 def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: int | None = None,
           overwrite: bool = False) -> TrainResult:  # fmt: skip
     """Run (or resume) training as configured. ``overwrite`` deletes the checkpoints of an earlier run in
     train.output_dir (else such a folder is refused without ``resume``); ``stop_after`` ends early (tests)."""
-    from diffusers.optimization import get_scheduler
-
     plan = preflight(cfg, resume, overwrite)  # every check that needs no weights (engine/preflight.py)
     parallel = Parallel(plan.engine or EngineChoice("ddp", "default"))
     if accelerator is None:
@@ -138,28 +110,13 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     if accelerator.is_main_process:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.config.write_text(config_yaml)
-    if tc.allow_tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-    models = load_run_models(cfg).to(accelerator.device)
-    check_resolution(cfg.data.resolution, models.vae_scale_factor)  # hub models: known only now
-    models.schedule = models.schedule.to(accelerator.device)
+    run = set_up_run(cfg, parallel)  # models -> batches -> shard -> optimiser -> prepare -> step (engine/setup.py)
+    models, batches, student, optimizer, lr_schedule = (run.models, run.batches, run.student, run.optimizer,
+                                                        run.lr_schedule)  # fmt: skip
     rank, world = accelerator.process_index, accelerator.num_processes
-    B = tc.per_device_batch_size
-    batches = build_batches(cfg.data, B, rank, world, tc.seed, models=models)
-
-    parallel.shard(models)  # fsdp2: student and target sharded alike, before the optimizer sees the parameters
-    params = [p for p in models.student.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg)
-    lr_schedule = get_scheduler(
-        cfg.optim.lr_scheduler,
-        optimizer,
-        num_warmup_steps=cfg.optim.lr_warmup_steps,
-        num_training_steps=tc.max_train_steps,
-    )  # fmt: skip  (stepped once per optimiser step by us, not by accelerate, so warm-up means optimiser steps)
-    student, optimizer = parallel.prepare(models.student, optimizer)
     if accelerator.is_main_process:
         logger.warning(parallel.log_layout(student, models))
-    global_batch = B * world * tc.gradient_accumulation_steps
+    global_batch = tc.per_device_batch_size * world * tc.gradient_accumulation_steps
     state = EngineState(global_batch=global_batch, world=world)
     accelerator.register_for_checkpointing(lr_schedule, state)
     if parallel.registered_target(models.target) is not None:
@@ -180,14 +137,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             apply_learning_rate(optimizer, lr_schedule, *plan.learning_rate_change)
         logger.info("resumed from %s at step %d", plan.checkpoint, state.step)
 
-    unwrapped = parallel.unwrap(student)
-    consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student, unwrapped=unwrapped,
-                                  autocast=parallel.autocast)  # fmt: skip
-    train_step = TrainStep(
-        accelerator, consistency, optimizer, lr_schedule, params, parallel=parallel, seed=tc.seed, batch_size=B,
-        accumulation=tc.gradient_accumulation_steps, max_grad_norm=cfg.optim.max_grad_norm,
-        ema_decay=tc.ema_decay, ema_impl=tc.ema_impl, ema_schedule=tc.ema_schedule,
-    )  # fmt: skip
+    train_step = run.step
     losses: list[float] = []
     progress = _progress(accelerator, state.step, tc.max_train_steps)
     data_iter = iter(batches)
@@ -238,7 +188,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             now = time.perf_counter()
             progress.update(1)
             counters = data_counters(batches.position)
-            samples_s = B * world * tc.gradient_accumulation_steps / (now - t_last)
+            samples_s = global_batch / (now - t_last)
             progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}",
                                  samples_s=f"{samples_s:.1f}", **{k: v for k, v in counters.items() if v})  # fmt: skip
             t_last = now

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
-from .parallel import EngineChoice, resolve_engine
+from .engine_choice import EngineChoice, resolve_engine
 from .resume import resume_changes
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import torch
 
 from ..functional.curriculum import curriculum_ema
 from ..objectives import ConsistencyStep
-from .parallel import EngineChoice, Parallel
+from .engine_choice import EngineChoice
+from .parallel import Parallel
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""train.distributed and the launcher's fields (engine/parallel.py): resolved before any model loads, never silent."""
+"""train.distributed and the launcher's fields (engine/engine_choice.py): resolved before models load, never silent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from lcm_distill.config import ConfigError
 from lcm_distill.config_checks import CHOICES
-from lcm_distill.engine.parallel import ENGINES, deepspeed_config, resolve_engine
+from lcm_distill.engine.engine_choice import ENGINES, deepspeed_config, resolve_engine
 
 FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 ZERO2 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}

@@ -29,14 +29,19 @@ def launch(port: int, mixed_precision: str = "no", config_file: str | None = Non
     return [*head, "--num_processes", "2", "--mixed_precision", mixed_precision, "--main_process_port", str(port)]
 
 
+def write_run_config(tmp_path: Path, name: str, teacher: Path, data: Path, *, engine: str,
+                     mixed_precision: str = "no", **train) -> Path:  # fmt: skip
+    train = {"validation_prompts": ["a red digit 3"], "validation_steps": [1], **train}
+    return _write_config(tmp_path / f"{name}.yaml", teacher, data, output_dir=str(tmp_path / name),
+                         optim={"adam_epsilon": 1.0, "learning_rate": 0.05, "max_grad_norm": 1e-4},
+                         per_device_batch_size=1, gradient_accumulation_steps=2, max_train_steps=STEPS,
+                         checkpoint_every=2, distributed=engine, mixed_precision=mixed_precision, **train)  # fmt: skip
+
+
 def run(tmp_path: Path, name: str, teacher: Path, data: Path, *, engine: str, fault: str | None = None,
         resume: bool = False, port: int = 29541, mixed_precision: str = "no", config_file: str | None = None,
         **train) -> subprocess.CompletedProcess:  # fmt: skip
-    train = {"validation_prompts": ["a red digit 3"], "validation_steps": [1], **train}
-    cfg = _write_config(tmp_path / f"{name}.yaml", teacher, data, output_dir=str(tmp_path / name),
-                        optim={"adam_epsilon": 1.0, "learning_rate": 0.05, "max_grad_norm": 1e-4},
-                        per_device_batch_size=1, gradient_accumulation_steps=2, max_train_steps=STEPS,
-                        checkpoint_every=2, distributed=engine, mixed_precision=mixed_precision, **train)  # fmt: skip
+    cfg = write_run_config(tmp_path, name, teacher, data, engine=engine, mixed_precision=mixed_precision, **train)
     env = {**ENV, **({"LCM_DISTILL_FAULT": fault} if fault else {})}
     argv = [*launch(port, mixed_precision, config_file), str(ROOT / "train_lcd.py"), "--config", str(cfg)]
     proc = subprocess.run(argv + (["--resume", "latest"] if resume else []), cwd=ROOT, env=env,
@@ -124,3 +129,39 @@ def test_shipped_accelerate_configs_work_as_written(config_file, engine, ddp_run
     proc = run(tmp_path, engine, teacher, data_dir, engine="auto", config_file=config_file)
     assert f"engine {engine} (accelerate launch config" in proc.stderr
     assert_same_model(ddp_run, tmp_path / engine, load_file(str(teacher / UNET)))
+
+
+def launch_node(rank: int, port: int, argv: list[str], timeout: int = 60) -> subprocess.Popen:
+    """One node's launcher (scripts/launch_node.sh) of a 2-node, 1-process-per-node run on 127.0.0.1."""
+    env = {**ENV, "NODES": "2", "NODE_RANK": str(rank), "MAIN_IP": "127.0.0.1", "MAIN_PORT": str(port),
+           "PROCS_PER_NODE": "1", "RDZV_TIMEOUT": str(timeout), "PYTHON": sys.executable}  # fmt: skip
+    return subprocess.Popen(["bash", str(ROOT / "scripts" / "launch_node.sh"), *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_two_node_launch_on_one_machine_trains_the_same_model_as_ddp(ddp_run, teacher_dirs, data_dir, tmp_path):
+    """README's multi-node recipe, rehearsed: two launchers (machine_rank 0 and 1, one process each) on 127.0.0.1."""
+    teacher = teacher_dirs["v_prediction"]
+    cfg = write_run_config(tmp_path, "nodes", teacher, data_dir, engine="fsdp2")
+    argv = ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train_lcd.py"),
+            "--config", str(cfg)]  # fmt: skip
+    nodes = [launch_node(rank, 29561, argv, timeout=120) for rank in (0, 1)]
+    outs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outs]
+    assert "engine fsdp2 (train.distributed=fsdp2), world size 2" in outs[0][1]
+    assert_same_model(ddp_run, tmp_path / "nodes", load_file(str(teacher / UNET)))
+
+
+def test_a_node_that_cannot_reach_node_0_stops_with_a_message_not_a_hang():
+    node = launch_node(1, 29563, ["train_lcd.py", "--config", "unused.yaml"], timeout=3)
+    _, err = node.communicate(timeout=60)
+    assert node.returncode == 2
+    assert "node 1 could not reach node 0 at 127.0.0.1:29563 within 3 s" in err and "MAIN_IP/MAIN_PORT" in err
+
+
+def test_node_0_alone_stops_at_the_rendezvous_deadline(tmp_path):
+    """Without its peer, node 0 waits RDZV_TIMEOUT (torch's default would be 600 s), then names the missing node."""
+    node = launch_node(0, 29565, ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                  str(ROOT / "train_lcd.py"), "--config", "unused.yaml"], timeout=5)  # fmt: skip
+    _, err = node.communicate(timeout=120)
+    assert node.returncode != 0 and "1/2 clients joined" in err, err[-3000:]
