@@ -213,8 +213,8 @@ def vae_floor(plan: Plan, domain: str) -> float:
     from diffusers import AutoencoderKL
 
     from lcm_distill.evaluation.features import extract_features
+    from lcm_distill.evaluation.imagefolder import read_imagefolder
     from lcm_distill.evaluation.metrics import fid_from_features
-    from lcm_distill.testbed.digits import read_imagefolder
     from lcm_distill.testbed.domains import vae_roundtrip
     from lcm_distill.testbed.scorers import load_testbed_features
 

@@ -41,7 +41,7 @@ def ddim50_reference(derivative: Path, data: Path, out: Path, num: int) -> Path:
 
     from lcm_distill.evaluation.generation import generate, load_pipeline
     from lcm_distill.evaluation.harness import select_prompts
-    from lcm_distill.testbed.digits import read_imagefolder
+    from lcm_distill.evaluation.imagefolder import read_imagefolder
 
     folder = out / "test"
     if (folder / "metadata.jsonl").is_file():

@@ -15,12 +15,9 @@ from typing import Any
 
 import yaml
 
+from .config_checks import validate
 from .conventions import DEFAULT_GUIDANCE_SCALE
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is wrong; the message names the dotted key and what to do."""
-
+from .errors import ConfigError
 
 DEFAULT_LORA_TARGETS = [
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
@@ -276,6 +273,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section.")
         node[keys[-1]] = value
-    from .config_checks import validate  # here: config_checks imports this module's dataclasses
-
     return validate(_build(Config, data, ""))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError, DataConfig
 from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: config.py imports this module (load_config validates)
+    from .config import Config, DataConfig
 
 CHOICES = {
     "model.cond_proj_init": ("zero", "random"),

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -79,10 +78,10 @@ def _is_testbed(reference: str | None) -> bool:
 
 def check_args(args: argparse.Namespace) -> None:
     """Fail before loading anything, naming the flag at fault."""
-    looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) is not None
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    if not Path(args.model).exists() and (offline or not looks_like_hub_id):
-        raise FlagError(f"--model {args.model}: no such folder" + (" (HF_HUB_OFFLINE is set)" if offline else ""))
+    from ..hub import is_local_path, offline
+
+    if not Path(args.model).expanduser().exists() and (offline() or is_local_path(args.model)):
+        raise FlagError(f"--model {args.model}: no such folder" + (" (HF_HUB_OFFLINE is set)" if offline() else ""))
     if Path(args.model).exists() and not (Path(args.model) / "model_index.json").exists():
         raise FlagError(f"--model {args.model}: not a diffusers pipeline folder (no model_index.json)")
     if any(s < 1 for s in args.steps):
@@ -145,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         run_evaluation,
         select_prompts,
     )
+    from ..evaluation.imagefolder import read_imagefolder
     from ..functional import dtype_from_name
-    from ..testbed.digits import read_imagefolder
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

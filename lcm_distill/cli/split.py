@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data.hf import load_hf_dataset, open_image
+from ..data.batch import open_image
+from ..data.hf import load_hf_dataset
 from ..data.transforms import pick_caption, sample_rng
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
                      image_column=args.image_column, caption_column=args.caption_column)  # fmt: skip
-    from ..engine.preflight import is_local_path, offline
+    from ..hub import is_local_path, offline
 
     if not is_local_path(args.dataset) and offline():
         print(f"lcm-distill-split: --dataset {args.dataset}: not a local path, and the Hub is offline here "

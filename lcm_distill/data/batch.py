@@ -8,10 +8,12 @@ Streamed sources add their accounting (:class:`StreamBatch`) for the resumable p
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any, TypedDict
 
 import numpy as np
+from PIL import Image
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,6 @@ def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
 def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name: object = "") -> Sample | None:
     """Decode + transform one raw sample (image bytes/path/PIL, caption string or list) with data config ``cfg``;
     None when the image cannot be decoded (the caller counts it). ``rng`` decides crop, flip and caption choice."""
-    from .hf import open_image
     from .transforms import pick_caption, prepare_image
 
     try:
@@ -91,3 +92,24 @@ def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name:
         logger.debug("skipping sample %s: %s", name, err)
         return None
     return Sample(pixel_values=pixels, caption=pick_caption(caption, rng))
+
+
+def open_image(value: Any) -> Image.Image:
+    """A PIL image from what a source holds (bytes, {"bytes"|"path"} dict, path, PIL), decoded now."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            img = Image.open(io.BytesIO(value["bytes"]))
+        elif value.get("path"):
+            img = Image.open(value["path"])
+        else:
+            raise ValueError("image entry has neither bytes nor path")
+    elif isinstance(value, bytes):
+        img = Image.open(io.BytesIO(value))
+    elif isinstance(value, str):
+        img = Image.open(value)
+    else:
+        raise ValueError(f"unsupported image value of type {type(value).__name__}")
+    img.load()  # decode now so truncated files fail here, inside the guard
+    return img

@@ -5,13 +5,10 @@ Images are read undecoded and opened here, so one corrupt file is skipped and co
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
-from PIL import Image
 
 from ..config import DataConfig
 from .batch import Sample, decode_sample
@@ -68,27 +65,6 @@ def load_hf_dataset(cfg: DataConfig):
             f"data.dataset={cfg.dataset!r} (split {cfg.split!r}) has no rows; point it at captioned images."
         )
     return ds
-
-
-def open_image(value: Any) -> Image.Image:
-    """A PIL image from what a source holds (bytes, {"bytes"|"path"} dict, path, PIL), decoded now."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            img = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            img = Image.open(value["path"])
-        else:
-            raise ValueError("image entry has neither bytes nor path")
-    elif isinstance(value, bytes):
-        img = Image.open(io.BytesIO(value))
-    elif isinstance(value, str):
-        img = Image.open(value)
-    else:
-        raise ValueError(f"unsupported image value of type {type(value).__name__}")
-    img.load()  # decode now so truncated files fail here, inside the guard
-    return img
 
 
 class CaptionedImages(torch.utils.data.Dataset):

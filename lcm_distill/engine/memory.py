@@ -280,13 +280,11 @@ def _config(source: str, subfolder: str, revision: str | None = None) -> dict:
             found = hf_hub_download(source, "config.json", subfolder=subfolder or None, revision=revision)
         return json.loads(Path(found).read_text())
     except Exception as err:
-        from ..testing import sd21
+        from ..known_configs import known_network_config
 
-        for variant, spec in sd21.SD21_VARIANTS.items():
-            if spec["hub_id"] == source and subfolder in ("unet", "vae", "text_encoder"):
-                if subfolder == "text_encoder":
-                    return sd21.sd21_text_config()
-                return sd21.sd21_unet_config(variant) if subfolder == "unet" else sd21.sd21_vae_config(variant)
+        known = known_network_config(source, subfolder)
+        if known is not None:
+            return known
         raise FileNotFoundError(
             f"{source}/{subfolder}/config.json: not a folder and not reachable on the Hub "
             f"({type(err).__name__}); the memory plan needs the network configs."

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
+from ..hub import is_local_path, offline
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
 from .engine_choice import EngineChoice, resolve_engine
 from .resume import resume_changes
@@ -33,7 +33,6 @@ from .resume import resume_changes
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -45,15 +44,6 @@ class Plan:
     learning_rate_change: tuple[float, float] | None = None  # (saved, new) applied on resume
     notes: list[str] = field(default_factory=list)
     engine: EngineChoice | None = None  # train.distributed resolved against the launcher (engine/parallel.py)
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def is_local_path(value: str) -> bool:
-    """A path rather than a hub id: it exists, or it cannot be a hub id (absolute, ./, ~, more than one slash)."""
-    return Path(value).expanduser().exists() or not _HUB_ID.match(value)
 
 
 def _read_json(path: Path, key: str) -> dict:

@@ -9,7 +9,6 @@ from .digits import (
     build_split,
     caption_for,
     parse_caption,
-    read_imagefolder,
     write_imagefolder,
 )
 from .models import ClassifierArch, DigitColorClassifier, UNetArch, VAEArch, build_unet, build_vae
@@ -34,6 +33,5 @@ __all__ = [
     "load_prompt_accuracy",
     "load_testbed_features",
     "parse_caption",
-    "read_imagefolder",
     "write_imagefolder",
 ]

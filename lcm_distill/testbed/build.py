@@ -72,7 +72,7 @@ def check_teacher(folder: Path, data_dir: Path, assets: Path, steps: list[int], 
                   num_images: int, out_dir: Path | None) -> list[dict]:
     """DDIM quality of a saved teacher through the evaluation harness: domain FID vs test split, prompt accuracy."""
     from ..evaluation import EvalConfig, extract_features, load_pipeline, run_evaluation, select_prompts
-    from .digits import read_imagefolder
+    from ..evaluation.imagefolder import read_imagefolder
     from .scorers import load_prompt_accuracy, load_testbed_features
 
     ref, captions = read_imagefolder(data_dir, "test")

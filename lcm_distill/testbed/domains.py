@@ -148,7 +148,8 @@ def write_domain_classifier(root: str | Path, domain: str, vae_dir: str | Path |
     """
     import torch
 
-    from .digits import DigitsSplit, read_imagefolder
+    from ..evaluation.imagefolder import read_imagefolder
+    from .digits import DigitsSplit
     from .train import ClassifierTrainConfig, classifier_accuracy, train_classifier
 
     root = Path(root)

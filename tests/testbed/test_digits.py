@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from lcm_distill.evaluation.imagefolder import read_imagefolder
 from lcm_distill.testbed import COLOR_NAMES, COLORS, DigitsConfig, build_split, caption_for, parse_caption
-from lcm_distill.testbed.digits import load_source_digits, read_imagefolder, split_indices, to_uint8_hwc
+from lcm_distill.testbed.digits import load_source_digits, split_indices, to_uint8_hwc
 
 
 def test_split_is_disjoint_complete_and_seeded():

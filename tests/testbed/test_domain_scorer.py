@@ -31,7 +31,7 @@ def test_round_trip_classifier_and_its_scorer(tmp_path):
     shapes captions, rejects digit captions, and scores clean round trips of the test split far above chance."""
     from diffusers import AutoencoderKL
 
-    from lcm_distill.testbed.digits import read_imagefolder
+    from lcm_distill.evaluation.imagefolder import read_imagefolder
     from lcm_distill.testbed.scorers import load_prompt_accuracy
 
     root = write_domain(tmp_path / "shapes", "shapes", train_per_prompt=4, test_per_prompt=2)

@@ -1,0 +1,101 @@
+"""Network configurations of the public checkpoints the toolkit knows without the Hub: Stable Diffusion 2.1
+(``stabilityai/stable-diffusion-2-1``, 768 px, v-prediction, upcast attention) and 2.1-base
+(``stabilityai/stable-diffusion-2-1-base``, 512 px, epsilon), key for key where a key changes a shape or a code path.
+
+The memory planner reads them when a hub id is not in the local cache (``--dry-run`` offline); the test kit
+(lcm_distill/testing/sd21.py) builds random-weight networks from them. Parameter counts of the Hub weights are
+asserted by the tests, so a diffusers change that alters the networks fails loudly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_UNET = {
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "use_linear_projection": True,
+}
+_VAE = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "scaling_factor": 0.18215,
+}
+_TEXT = {  # OpenCLIP ViT-H/14 text tower as SD 2.x ships it (23 of 24 layers)
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-05,
+    "projection_dim": 512,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+}
+
+# variant -> what differs between the two Hub folders
+SD21_VARIANTS: dict[str, dict[str, Any]] = {
+    "sd21-base": {"hub_id": "stabilityai/stable-diffusion-2-1-base", "resolution": 512, "upcast_attention": False,
+                  "scheduler": "PNDMScheduler", "prediction_type": "epsilon"},
+    "sd21": {"hub_id": "stabilityai/stable-diffusion-2-1", "resolution": 768, "upcast_attention": True,
+             "scheduler": "DDIMScheduler", "prediction_type": "v_prediction"},
+}  # fmt: skip
+# parameter counts of the Hub weights (identical for both variants)
+SD21_PARAMS = {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840}
+
+
+def sd21_unet_config(variant: str = "sd21-base") -> dict[str, Any]:
+    """UNet2DConditionModel config of the variant (``sample_size`` = resolution / 8, ``upcast_attention``)."""
+    v = sd21_variant(variant)
+    return {**_UNET, "sample_size": v["resolution"] // 8, "upcast_attention": v["upcast_attention"]}
+
+
+def sd21_vae_config(variant: str = "sd21-base") -> dict[str, Any]:
+    return {**_VAE, "sample_size": sd21_variant(variant)["resolution"]}
+
+
+def sd21_text_config() -> dict[str, Any]:
+    return dict(_TEXT)
+
+
+def known_network_config(source: str, subfolder: str) -> dict[str, Any] | None:
+    """The config.json of ``source``'s ``subfolder`` (unet, vae, text_encoder) when ``source`` is a hub id listed
+    above, else None."""
+    for variant, spec in SD21_VARIANTS.items():
+        if spec["hub_id"] == source:
+            configs = {"unet": sd21_unet_config, "vae": sd21_vae_config, "text_encoder": lambda _: sd21_text_config()}
+            return configs[subfolder](variant) if subfolder in configs else None
+    return None
+
+
+def sd21_variant(name: str) -> dict[str, Any]:
+    if name not in SD21_VARIANTS:
+        raise ValueError(f"unknown SD 2.1 variant {name!r}; one of {sorted(SD21_VARIANTS)}")
+    return SD21_VARIANTS[name]
