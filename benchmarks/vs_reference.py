@@ -16,7 +16,7 @@ ours long, ...) and repeated --repeats times; each repeat gives its own ratio. P
 (os.wait4). --ours names our variants ("ours", "ours+cache", "ours+cache+channels_last", ...); with a cache variant the
 cache's build cost per sample is printed with the number of epochs after which it has paid for itself.
 
-Wrapped traps of the reference (DESIGN.md / shared facts): its group_by_keys_nothrow predates webdataset >= 0.2.96's
+Wrapped traps of the reference: its group_by_keys_nothrow predates webdataset >= 0.2.96's
 end-of-shard marker (a dict without "fname": KeyError at the first shard boundary), so the launcher filters those
 markers before the script's own function sees them; it divides by --max_train_samples and --dataloader_num_workers
 (both passed, workers 1); its teacher runs under torch.autocast(device_type) with no dtype, which is bf16 on CPU, so

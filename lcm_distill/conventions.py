@@ -1,4 +1,4 @@
-"""Every convention that decides what a checkpoint means, named once (DESIGN.md §3); lcm_distill.functional
+"""Every convention that decides what a checkpoint means, named once (docs/design.md); lcm_distill.functional
 re-exports them beside the math that uses them.
 
 Plain Python on purpose (no torch, so the config and the command lines read them without a 3 s torch import), and

@@ -1,4 +1,4 @@
-"""Build teacher, student and target from diffusers checkpoints, under one dtype policy (DESIGN.md §3).
+"""Build teacher, student and target from diffusers checkpoints, under one dtype policy (docs/design.md).
 
 - Teacher: the SD UNet of ``model.teacher`` (folder or hub id), frozen; prediction type from its scheduler config.
 - Student: the teacher's UNet config plus ``time_cond_proj_dim`` (the omega input), teacher weights loaded; the only
@@ -99,7 +99,8 @@ class Models:
 def encode_prompts(tokenizer: Any, text_encoder: nn.Module, captions: list[str]) -> Tensor:
     """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length.
 
-    Module-level (not only a Models method) so the latent cache (lcm_distill.data.cache) encodes exactly as training.
+    Module-level (not only a Models method) so the latent cache (lcm_distill.data.latent_cache) encodes exactly as
+    training.
     """
     ids = tokenizer(
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"

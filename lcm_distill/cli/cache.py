@@ -2,7 +2,7 @@
 
 Reads the run's data source (data.source / dataset / shards / filters / resolution) and its frozen VAE, text encoder
 and tokenizer (model.*, in model.frozen_dtype), and writes the VAE posterior mean and std and the text embeddings
-(see lcm_distill.data.cache for the layout and the key). Crop and flip are fixed to center / none, whatever the
+(see lcm_distill.data.latent_cache for the layout and the key). Crop and flip are fixed to center / none, whatever the
 config says. Under ``accelerate launch`` (or torchrun) every process encodes and writes its own part of the data;
 rank 0 writes manifest.json when all are done. Train from it with ``--set data.cache_dir=DIR
 data.center_crop=true data.random_flip=false``.
@@ -60,7 +60,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
                batch_size: int = 32, shard_size: int = 1024) -> dict:  # fmt: skip
     """Encode this process's share of the data into ``out``; returns its part record (also in part-r*.json)."""
     from ..data import StreamingBatches, shard_source
-    from ..data.cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
+    from ..data.latent_cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
     from ..models import encode_images, encode_prompts, load_frozen_encoders
     from ..objectives import OBJECTIVES
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("rank %d wrote %d samples", rank, sum(f["count"] for f in part["files"]))
     state.wait_for_everyone()
     if state.is_main_process:
-        from ..data.cache import finalize_cache
+        from ..data.latent_cache import finalize_cache
 
         extra = {
             "source": {k: getattr(cfg.data, k) for k in ("source", "dataset", "shards", "split")},

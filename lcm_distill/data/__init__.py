@@ -6,9 +6,9 @@ Both iterate endlessly and expose ``position`` (state_dict / load_state_dict, sk
 """
 
 from .batch import DataError
-from .cache import CachedLatents, cache_key, encoder_dtypes
 from .hf import CaptionedImages, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
+from .latent_cache import CachedLatents, cache_key, encoder_dtypes
 from .loader import DataPosition, ResumableBatches, collate_skipping
 
 SOURCES = ("hf", "hf_streaming", "webdataset")  # data.source: map-style hf; the other two are streamed (shard_source)

@@ -146,7 +146,7 @@ def resolve_engine(cfg: Config, env: Mapping[str, str] | None = None) -> EngineC
 
 
 def deepspeed_config(cfg: Config, world: int) -> dict:
-    """DeepSpeed's json, every field from the run config (DESIGN: the run config is the truth)."""
+    """DeepSpeed's json, every field from the run config (docs/design.md: the run config is the truth)."""
     t = cfg.train
     return {
         "train_micro_batch_size_per_gpu": t.per_device_batch_size,

@@ -1,6 +1,6 @@
 """Noise schedule, forward noising and prediction-type conversions.
 
-Notation (DESIGN.md §3, LCM paper §3): ``abar_t = alphas_cumprod[t]``, ``alpha_t = sqrt(abar_t)``,
+Notation (docs/design.md, LCM paper §3): ``abar_t = alphas_cumprod[t]``, ``alpha_t = sqrt(abar_t)``,
 ``sigma_t = sqrt(1 - abar_t)``, ``lambda_t = log(alpha_t / sigma_t)``; integer t in ``{0..T-1}``.
 
 The schedule is built in fp32 exactly as diffusers builds it, so ``alphas_cumprod`` matches

@@ -1,5 +1,5 @@
 """The whole LCD loss against an independent re-implementation of diffusers' training step
-(train_lcm_distill_sd_wds.py, restated in shared/reference/diffusers-lcm-facts.md §1.4 steps 2-7): same latents,
+(diffusers' examples/consistency_distillation/train_lcm_distill_sd_wds.py, its training step): same latents,
 prompts, timesteps, w and noise; eps and v teachers; l2 and pseudo-Huber. The oracle uses only diffusers and torch
 (DDPMScheduler's alphas_cumprod, the pipeline's guidance-scale embedding, two separate teacher forwards), none of
 lcm_distill.functional. It fails on the plausible wrong variants: teacher CFG with w+1 instead of w, the target
