@@ -41,7 +41,7 @@ from lcm_distill.functional import SOLVERS as SOLVER_REGISTRY
 from lcm_distill.functional import SkippingGrid, omega_from_guidance_scale
 
 SOLVERS = tuple(SOLVER_REGISTRY)  # every registered solver is an ablation choice
-SOLVER_LABELS = {"ddim": "DDIM", "dpm_solver_2": "DPM-Solver-2", "dpm_solver_pp_2s": "DPM-Solver++(2S)"}
+SOLVER_LABELS = {name: solver.label for name, solver in SOLVER_REGISTRY.items()}
 TITLE = "Table 1, Fig. 3 and LCF in miniature (benchmarks/table1.py)"
 TEACHER = Path("assets/testbed/teacher-v")  # the teacher configs/lcd_tiny_cpu.yaml distils (relative to ROOT)
 

@@ -138,7 +138,16 @@ def unet_forward_flops(unet_config: dict, latent_hw: int, omega_dim: int | None)
 # UNet passes per sample and step, in forward-equivalents (a backward costs two): student forward + backward (3),
 # the teacher's cond and uncond (2, LCD only), the target (1). Recomputation under checkpointing is not counted
 # (model FLOPs utilisation, not hardware FLOPs).
-PASSES = {"lcd": 6, "lcf": 4}
+def unet_passes(cfg) -> int:
+    """UNet forward-equivalents per sample per step: the student's forward + backward (3), the target's forward (1)
+    and, with a teacher, one batched [cond; uncond] call (2) per solver evaluation (the solver's order)."""
+    from lcm_distill.functional import SOLVERS
+    from lcm_distill.objective_kinds import OBJECTIVE_KINDS
+
+    teacher = 2 * SOLVERS[cfg.objective.solver].order if OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher else 0
+    return 3 + 1 + teacher
+
+
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16 tensor-core peak (SXM)
 
 
@@ -265,7 +274,7 @@ def run_worker(spec: dict) -> dict:
     samples = B * cfg.train.gradient_accumulation_steps
     unet_cfg = dict(parallel.unwrap(student).config)
     flops = unet_forward_flops(unet_cfg, models.latent_shape(cfg.data.resolution)[1], models.omega_dim)
-    tflops_s = PASSES[cfg.objective.kind] * samples * flops / med / 1e12
+    tflops_s = unet_passes(cfg) * samples * flops / med / 1e12
     return {"row": spec["row"], "samples_s": samples / med, "step_s": med, "first_step_s": first,
             "peak_gib": peak / 2**30, "memory": "cuda max allocated" if cuda else "process peak RSS",
             "unet_gflop_per_sample": flops / 1e9, "unet_tflops_s": tflops_s,

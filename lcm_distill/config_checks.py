@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
 from .errors import ConfigError
+from .objective_kinds import OBJECTIVE_KINDS
 
 if TYPE_CHECKING:  # annotations only: config.py imports this module (load_config validates)
     from .config import Config, DataConfig
@@ -24,7 +25,7 @@ CHOICES = {
     "model.compile_backend": ("inductor", "aot_eager", "eager"),
     "data.source": ("hf", "hf_streaming", "webdataset"),
     "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
-    "objective.kind": ("lcd", "lcf"),
+    "objective.kind": tuple(OBJECTIVE_KINDS),  # derived: objective_kinds.py is torch-free
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
     "objective.cfg_placement": ("paper", "guided"),
     "objective.loss": ("l2", "huber", "pseudo_huber", "l1"),  # functional.losses.LOSS_TYPES
@@ -69,8 +70,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={_get(cfg, key)!r} must be positive.")
     if not cfg.model.teacher and not cfg.model.student:
         raise ConfigError("model.teacher is empty: give a diffusers folder or hub id of the teacher (SD).")
-    if cfg.objective.kind == "lcd" and not cfg.model.teacher:
-        raise ConfigError("model.teacher is required for objective.kind=lcd (the teacher solves the PF-ODE).")
+    if OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and not cfg.model.teacher:
+        raise ConfigError(f"model.teacher is required for objective.kind={cfg.objective.kind} (the teacher solves the "
+                          "PF-ODE).")  # fmt: skip
     _validate_data(cfg.data)
     if cfg.objective.omega_min < 0 or cfg.objective.omega_max > OMEGA_LIMIT:
         raise ConfigError(
@@ -147,7 +149,8 @@ def validate(cfg: Config) -> Config:
 def _teacher_timesteps(cfg: Config) -> tuple[int, str]:
     """T of the model the run trains from, read from its scheduler_config.json when it is a local folder (a JSON
     read, no model load); a hub id is checked again once its config is downloaded (SkippingGrid)."""
-    source = cfg.model.student if (cfg.objective.kind == "lcf" and cfg.model.student) else cfg.model.teacher
+    from_student = not OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and cfg.model.student
+    source = cfg.model.student if from_student else cfg.model.teacher
     path = Path(source) / "scheduler" / "scheduler_config.json"
     if path.is_file():
         try:

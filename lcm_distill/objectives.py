@@ -33,6 +33,7 @@ from .functional import (
     to_x0_eps,
 )
 from .functional.curriculum import curriculum_points
+from .objective_kinds import OBJECTIVE_KINDS, ObjectiveKind
 
 
 @dataclass
@@ -138,18 +139,21 @@ def lcf_target_point(c: TargetContext) -> Tensor:
 
 @dataclass(frozen=True)
 class Objective:
-    """A registered objective: where z_{t_n} comes from, and whether it needs the frozen teacher."""
+    """A registered objective: where z_{t_n} comes from, and its torch-free facts (objective_kinds.py)."""
 
     target_point: Callable[[TargetContext], Tensor]
-    needs_teacher: bool
+    kind: ObjectiveKind
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.kind.needs_teacher
 
 
 # objective.kind -> Objective. A new objective is one function above plus one line here (docs/extending.md).
 OBJECTIVES: dict[str, Objective] = {
-    "lcd": Objective(lcd_target_point, needs_teacher=True),
-    "lcf": Objective(lcf_target_point, needs_teacher=False),
+    "lcd": Objective(lcd_target_point, OBJECTIVE_KINDS["lcd"]),
+    "lcf": Objective(lcf_target_point, OBJECTIVE_KINDS["lcf"]),
 }
-OBJECTIVE_KINDS = tuple(OBJECTIVES)
 
 
 def consistency_step(

@@ -17,25 +17,61 @@ from lcm_distill.config_checks import CHOICES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def registries() -> dict[str, tuple]:
+def registries() -> dict[str, tuple[tuple, str]]:
+    """Every choice-valued config key -> (the implementation's registry, "equal" | "subset"). "subset": the key offers
+    part of a library's own list (accelerate's precisions without fp8, its trackers, torch's compile backends)."""
+    import torch._dynamo
+    from accelerate.utils import LoggerType, PrecisionType
+    from diffusers.optimization import SchedulerType
+
     from lcm_distill.data import SOURCES
     from lcm_distill.data.transforms import INTERPOLATION
     from lcm_distill.engine.ema import EMA_IMPLS
+    from lcm_distill.engine.engine_choice import ENGINES
+    from lcm_distill.engine.setup import ADAMW_IMPLS
     from lcm_distill.functional import CFG_PLACEMENTS, DTYPES, LOSS_TYPES, SOLVERS, TIMESTEP_SAMPLINGS
+    from lcm_distill.functional.curriculum import CURRICULA, EMA_SCHEDULES
     from lcm_distill.models import ATTENTION_IMPLS, COND_PROJ_INITS
-    from lcm_distill.objectives import OBJECTIVE_KINDS
+    from lcm_distill.objectives import OBJECTIVES
 
+    eq = lambda names: (tuple(names), "equal")  # noqa: E731
     return {
-        "objective.solver": tuple(SOLVERS), "objective.cfg_placement": CFG_PLACEMENTS, "objective.loss": LOSS_TYPES,
-        "objective.kind": OBJECTIVE_KINDS, "model.frozen_dtype": tuple(DTYPES), "model.attention": ATTENTION_IMPLS,
-        "model.cond_proj_init": COND_PROJ_INITS, "data.source": SOURCES, "data.interpolation": tuple(INTERPOLATION),
-        "train.ema_impl": EMA_IMPLS, "objective.timestep_sampling": TIMESTEP_SAMPLINGS,
+        "objective.solver": eq(SOLVERS), "objective.cfg_placement": eq(CFG_PLACEMENTS),
+        "objective.loss": eq(LOSS_TYPES), "objective.kind": eq(OBJECTIVES), "model.frozen_dtype": eq(DTYPES),
+        "model.attention": eq(ATTENTION_IMPLS), "model.cond_proj_init": eq(COND_PROJ_INITS),
+        "data.source": eq(SOURCES), "data.interpolation": eq(INTERPOLATION), "train.ema_impl": eq(EMA_IMPLS),
+        "objective.timestep_sampling": eq(TIMESTEP_SAMPLINGS), "objective.curriculum": eq(CURRICULA),
+        "train.ema_schedule": eq(EMA_SCHEDULES), "train.distributed": eq(ENGINES),
+        "optim.adamw_impl": eq(ADAMW_IMPLS), "optim.lr_scheduler": (tuple(s.value for s in SchedulerType), "same set"),
+        "train.mixed_precision": (tuple(p.value for p in PrecisionType if p.value != "fp8"), "same set"),
+        "train.report_to": ((*(t.value for t in LoggerType), "none"), "subset"),
+        "model.compile_backend": (tuple(torch._dynamo.list_backends(exclude_tags=())), "subset"),
     }  # fmt: skip
+
+
+def test_every_choice_valued_key_is_tied_to_its_registry():
+    untied = sorted(set(CHOICES) - set(registries()))
+    assert untied == [], f"tie {untied} to the registry that implements them in registries() above"
 
 
 @pytest.mark.parametrize("key", sorted(registries()))
 def test_config_choices_are_the_registries(key):
-    assert tuple(CHOICES[key]) == tuple(registries()[key]), f"{key}: CHOICES drifted from the code"
+    names, relation = registries()[key]
+    ours = tuple(CHOICES[key])
+    if relation == "equal":
+        assert ours == names, f"{key}: CHOICES drifted from the code"
+    elif relation == "same set":
+        assert set(ours) == set(names), f"{key}: CHOICES drifted from the library's list"
+    else:
+        assert set(ours) <= set(names), f"{key}: {sorted(set(ours) - set(names))} is not the library's"
+
+
+def test_objective_facts_and_functions_register_the_same_kinds():
+    from lcm_distill.objective_kinds import OBJECTIVE_KINDS
+    from lcm_distill.objectives import OBJECTIVES
+
+    assert tuple(OBJECTIVES) == tuple(OBJECTIVE_KINDS)
+    assert all(OBJECTIVES[k].kind is OBJECTIVE_KINDS[k] for k in OBJECTIVES)
 
 
 def test_every_dtype_flag_takes_the_dtype_table():

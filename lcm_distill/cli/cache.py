@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         # The run config may point data.cache_dir at the folder being built; reading the source is what we want.
         cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null"])
         from ..engine.preflight import check_data, check_model_folder
+        from ..objective_kinds import OBJECTIVE_KINDS
 
-        lcf_start = cfg.objective.kind == "lcf" and cfg.model.student
+        lcf_start = not OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and cfg.model.student
         source = cfg.model.student if lcf_start else cfg.model.teacher
         check_model_folder("model.student" if lcf_start else "model.teacher", source, cfg.model.revision,
                            ("vae", "text_encoder", "tokenizer"))  # fmt: skip

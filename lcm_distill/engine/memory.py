@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..objective_kinds import OBJECTIVE_KINDS
 
 GIB = 2**30
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -89,7 +90,7 @@ def count_parameters(cfg: Config) -> Sizes:
 
     from ..models import model_source
 
-    lcd = cfg.objective.kind == "lcd"
+    lcd = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher  # a frozen teacher is held
     source = model_source(cfg.model, with_teacher=lcd)
     unet_cfg = _config(source, "unet", cfg.model.revision)
     if unet_cfg.get("time_cond_proj_dim") is None and not (
@@ -177,7 +178,7 @@ def estimate(
     zero2 = engine == "zero2"
     fsdp = engine == "fsdp2" and processes > 1
     frozen = BYTES[m.frozen_dtype]
-    lcd = cfg.objective.kind == "lcd"
+    lcd = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher  # a frozen teacher is held
     shard = processes if (zero2 or fsdp) and processes > 1 else 1
     trainable = s.lora if m.lora.enabled else s.unet
     opt_bytes = 2 if o.use_8bit_adam else 8

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..config import Config
 from ..models import Models
+from ..objective_kinds import OBJECTIVE_KINDS
 from .checkpoint import CONFIG_FILE, RunLayout
 from .faults import fault_point
 
@@ -90,17 +91,17 @@ def run_validation(accelerator, cfg: Config, models: Models, student, step: int,
     return paths
 
 
-def _card(cfg: Config, method: str):
+def _card(cfg: Config):
     from ..export import ModelCardInfo
 
     base = cfg.model.teacher or cfg.model.student or "unknown"
     return ModelCardInfo(
         base_model=base,
-        method=method,
+        method=OBJECTIVE_KINDS[cfg.objective.kind].label,
         data_description=cfg.data.dataset,
         guidance_scale=cfg.train.validation_guidance_scale,
         omega_range=cfg.objective.omega_range,
-        solver=cfg.objective.solver if method == "LCD" else None,
+        solver=cfg.objective.solver if OBJECTIVE_KINDS[cfg.objective.kind].uses_solver else None,
     )
 
 
@@ -113,8 +114,7 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
     written: dict[str, Path] = {}
     if accelerator.is_main_process:
         layout = RunLayout(cfg.train.output_dir)
-        method = cfg.objective.kind.upper()
-        card = _card(cfg, method)
+        card = _card(cfg)
         unet = student
         if models.lora:
             written["lora"] = layout.export("lora")

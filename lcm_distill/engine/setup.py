@@ -20,6 +20,12 @@ from .parallel import Parallel
 from .preflight import check_resolution
 from .step import TrainStep
 
+# optim.adamw_impl -> torch.optim.AdamW's keyword: torch picks its per-tensor loop on CPU (foreach only when every
+# parameter is on CUDA), which measured 5-30x slower than the fused kernel for a UNet's ~200 tensors on CPU
+# (benchmarks/RESULTS.md). Same update rule; the kernels round differently in the last bits.
+ADAMW_IMPLS: dict[str, dict[str, bool]] = {"fused": {"fused": True}, "foreach": {"foreach": True},
+                                           "loop": {"foreach": False}}  # fmt: skip
+
 
 def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
     """AdamW (or bitsandbytes' 8-bit AdamW with optim.use_8bit_adam) with the optim.* settings."""
@@ -33,11 +39,7 @@ def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
         except ImportError as err:
             raise ImportError("optim.use_8bit_adam=true needs bitsandbytes: pip install bitsandbytes.") from err
         return bnb.optim.AdamW8bit(params, **kwargs)
-    # optim.adamw_impl: torch picks its per-tensor loop on CPU (foreach only when every parameter is on CUDA), which
-    # measured 5-30x slower than the fused kernel for a UNet's ~200 tensors on CPU (benchmarks/RESULTS.md). Same
-    # update rule; the kernels round differently in the last bits.
-    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[o.adamw_impl]
-    return torch.optim.AdamW(params, **kwargs, **impl)
+    return torch.optim.AdamW(params, **kwargs, **ADAMW_IMPLS[o.adamw_impl])
 
 
 def load_run_models(cfg: Config) -> Models:

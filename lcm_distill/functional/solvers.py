@@ -110,16 +110,17 @@ class Solver:
     in the denoiser output (then the paper and guided CFG placements must coincide, else they must differ)."""
 
     step: SolverFn
-    order: int
+    order: int  # also its teacher evaluations per step (DPM-Solver-2 / ++(2S): x_s and the lambda-midpoint)
     affine: bool
+    label: str  # its name in tables and plots
 
 
 # The registry: config choices (objective.solver), the contract tests and the benchmarks all read it.
 # A new solver is one function above plus one line here (docs/extending.md).
 SOLVERS: dict[str, Solver] = {
-    "ddim": Solver(ddim, order=1, affine=True),
-    "dpm_solver_2": Solver(dpm_solver_2, order=2, affine=False),
-    "dpm_solver_pp_2s": Solver(dpm_solver_pp_2s, order=2, affine=False),
+    "ddim": Solver(ddim, order=1, affine=True, label="DDIM"),
+    "dpm_solver_2": Solver(dpm_solver_2, order=2, affine=False, label="DPM-Solver-2"),
+    "dpm_solver_pp_2s": Solver(dpm_solver_pp_2s, order=2, affine=False, label="DPM-Solver++(2S)"),
 }
 
 

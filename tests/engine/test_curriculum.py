@@ -7,12 +7,9 @@ import pytest
 import torch
 
 from lcm_distill.config import ConfigError, load_config
-from lcm_distill.config_checks import CHOICES
 from lcm_distill.engine import load_run_models
 from lcm_distill.engine.step import TrainStep
 from lcm_distill.functional.curriculum import (
-    CURRICULA,
-    EMA_SCHEDULES,
     curriculum_ema,
     curriculum_points,
     curriculum_stages,
@@ -50,8 +47,6 @@ def test_tied_ema_is_mu_at_the_final_stage_and_faster_before():
         curriculum_ema(0.9, 5, 50, "cosine")
 
 
-def test_config_choices_are_the_functions_own():
-    assert CHOICES["objective.curriculum"] == CURRICULA and CHOICES["train.ema_schedule"] == EMA_SCHEDULES
 
 
 @pytest.mark.parametrize(
