@@ -2,7 +2,7 @@
 
 Engine-facing API (what the training engine calls at the end of a run, with unwrapped, merged modules)::
 
-    from lcm_distill.export import ModelCardInfo, push_to_hub, save_lcm_pipeline
+    from lcm_distill.export import ModelCardInfo, push_to_hub, save_lcm_pipeline  # (ModelCardInfo: model_card.py)
 
     folder = save_lcm_pipeline(
         out_dir,
@@ -23,198 +23,34 @@ file is copied beside the weights so ``custom_pipeline="pipeline_lcm"`` works fr
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+import torch
 
-from .functional import (
-    DEFAULT_GUIDANCE_SCALE,
-    SkippingGrid,
-    guidance_scale_from_omega,
-    num_train_timesteps,
-    omega_from_guidance_scale,
-)
+from .functional import SkippingGrid, num_train_timesteps
+from .model_card import OMEGA_INPUT_FILE, REPO_PLACEHOLDER, ModelCardInfo, render_lora_card, render_model_card
+from .objective_kinds import OBJECTIVE_KINDS
 
-METHODS = {
-    "LCD": "Latent Consistency Distillation (LCM paper, Algorithm 1): the student learns to map any point of the "
-    "teacher's classifier-free-guided probability-flow ODE to its origin, with ω-conditioning.",
-    "LCF": "Latent Consistency Fine-tuning (LCM paper, Algorithm 4): teacher-free consistency training of a "
-    "pretrained LCM on a custom dataset.",
-}
-REPO_PLACEHOLDER = "<your-username>/<your-lcm>"
-PROMPT = '"a photo of an astronaut riding a horse"'
+if TYPE_CHECKING:  # annotations only
+    from .config import Config
+    from .models import Models
 
-
-@dataclass
-class ModelCardInfo:
-    """What the model card says. ``guidance_scale`` is diffusers' convention (embedded ω = guidance_scale - 1)."""
-
-    base_model: str
-    method: str = "LCD"
-    license: str = "openrail++"
-    datasets: list[str] = field(default_factory=list)  # Hub dataset ids, for the front matter
-    data_description: str = ""
-    recommended_steps: tuple[int, ...] = (1, 2, 4)
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
-    omega_range: tuple[float, float] | None = None  # training ω ~ U[lo, hi], reported on the card
-    solver: str | None = None  # teacher ODE solver of LCD (ddim, dpm2, ...)
-    tags: list[str] = field(default_factory=list)
-    model_name: str | None = None
-    repo_id: str | None = None  # filled in by push_to_hub when left None
-    notes: str = ""
-
-    def __post_init__(self) -> None:
-        self.method = self.method.upper()
-        if self.method not in METHODS:
-            raise ValueError(f"ModelCardInfo.method={self.method!r}: use one of {sorted(METHODS)}.")
-        if not self.base_model:
-            raise ValueError("ModelCardInfo.base_model must name the teacher/base model (a Hub id or a path).")
-        if not self.recommended_steps or min(self.recommended_steps) < 1:
-            raise ValueError(
-                f"recommended_steps={self.recommended_steps} must be positive step counts, e.g. (1, 2, 4)."
-            )
-
-
-def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding: bool = True) -> str:
-    """README.md text: YAML front matter for the Hub, then method, data, settings and how to load."""
-    front: dict[str, Any] = {
-        "base_model": card.base_model,
-        "license": card.license,
-        "library_name": "diffusers",
-        "pipeline_tag": "text-to-image",
-        "tags": list(
-            dict.fromkeys(["latent-consistency-model", "lcm", "lcm-distill", card.method.lower(), *card.tags])
-        ),
-    }
-    if card.datasets:
-        front["datasets"] = list(card.datasets)
-    repo = card.repo_id or REPO_PLACEHOLDER
-    steps = ", ".join(str(s) for s in card.recommended_steps)
-    best = card.recommended_steps[-1]
-    if has_omega_embedding:
-        guidance = (
-            f"`guidance_scale={card.guidance_scale}` (diffusers convention: the student is conditioned on "
-            f"ω = guidance_scale − 1 = {omega_from_guidance_scale(card.guidance_scale):g}; there is no second, "
-            "unconditional pass)"
-        )
-        if card.omega_range is not None:
-            lo, hi = card.omega_range
-            g_lo, g_hi = guidance_scale_from_omega(lo), guidance_scale_from_omega(hi)
-            guidance += f"; trained on ω ∈ [{lo:g}, {hi:g}], i.e. guidance_scale ∈ [{g_lo:g}, {g_hi:g}]"
-        call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale={card.guidance_scale})"
-    else:
-        guidance = (
-            "`guidance_scale=1.0` (no CFG pass): this UNet has no ω input; "
-            + _baked_guidance(card.omega_range)
-        )
-        call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0)"
-    stock_class = "LatentConsistencyModelPipeline" if has_omega_embedding else "StableDiffusionPipeline + LCMScheduler"
-    lines = [
-        f"# {card.model_name or repo.split('/')[-1]}",
-        "",
-        f"A Latent Consistency Model made with lcm-distill from `{card.base_model}`.",
-        "",
-        f"- **Training method**: {card.method}. {METHODS[card.method]}",
-        f"- **Data**: {card.data_description or ', '.join(card.datasets) or 'not stated'}",
-        f"- **Training grid**: N = {num_points} skipping-step points (`original_inference_steps` in the scheduler "
-        "config); inference timesteps are chosen on it.",
-    ]
-    if card.solver:
-        lines.append(f"- **Teacher ODE solver**: {card.solver}")
-    lines += [
-        f"- **Recommended steps**: {steps}",
-        f"- **Recommended guidance**: {guidance}",
-        f"- **License**: {card.license}",
-        "",
-        "## Use with stock diffusers",
-        "",
-        "```python",
-        "from diffusers import DiffusionPipeline",
-        "",
-        f'pipe = DiffusionPipeline.from_pretrained("{repo}")  # {stock_class}',
-        f"image = {call}.images[0]",
-        "```",
-        "",
-        "## Use with the bundled pipeline (img2img, stochastic sampling, no ω embedding needed)",
-        "",
-        "`pipeline_lcm.py` in this repository depends only on torch, diffusers and transformers:",
-        "",
-        "```python",
-        "from diffusers import DiffusionPipeline",
-        "",
-        f'pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="pipeline_lcm", trust_remote_code=True)',
-        f"image = {call[:-1]}, noise_fraction=1.0).images[0]",
-        "```",
-        "",
-        "`noise_fraction` (0-1) sets how much fresh noise is injected between steps: 1 is the LCM sampler, 0 is",
-        "deterministic. With lcm-distill installed: `from lcm_distill.pipelines import LCMPipeline`, or",
-        f"`lcm-distill-generate --model {repo} --prompt '...' --steps {best}`.",
-    ]
-    if card.notes:
-        lines += ["", card.notes]
-    return _card_text(front, lines)
-
-
-def _card_text(front: dict, lines: list[str]) -> str:
-    """A model card: YAML front matter for the Hub, then the body lines."""
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
-
-
-def _lora_card_text(card: ModelCardInfo, lines: list[str]) -> str:
-    """Every LoRA card's front matter + the body lines."""
-    front = {"base_model": card.base_model, "license": card.license, "library_name": "diffusers",
-             "tags": ["lora", "latent-consistency-model", "lcm-lora", "lcm-distill", card.method.lower()]}  # fmt: skip
-    return _card_text(front, lines)
-
-
-def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
-    """What guidance a UNet without the ω input learnt from its teacher's targets."""
-    if omega_range is None:
-        return "the guidance it was distilled with is not recorded"
-    lo, hi = omega_range
-    if lo == hi:
-        return (f"the teacher's guidance ω = {lo:g} (diffusers guidance_scale {guidance_scale_from_omega(lo):g}) is "
-                "distilled into the "
-                "weights")  # fmt: skip
-    return (f"it was distilled over ω ∈ [{lo:g}, {hi:g}] and draws an average of those guidance strengths "
-            "(objective.omega_fixed sets one)")  # fmt: skip
-
-
-def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float,
-                     omega_conditioned: bool = False) -> str:  # fmt: skip
-    """README.md of an exported LCM-LoRA folder: what to load it into, and how to sample (stock diffusers)."""
-    repo = card.repo_id or REPO_PLACEHOLDER
-    best = card.recommended_steps[-1]
-    if omega_conditioned:
-        return _render_omega_lora_card(card, num_points, rank, alpha, repo, best)
-    lines = [
-        f"# {card.model_name or repo.split('/')[-1]}",
-        "",
-        f"An LCM-LoRA (rank {rank}, alpha {alpha:g}; the adapter config is in the safetensors metadata) made with "
-        f"lcm-distill ({card.method}) from `{card.base_model}`. It turns that model into a {best}-step sampler.",
-        "",
-        f"- **Guidance**: sample with `guidance_scale=1.0`; {_baked_guidance(card.omega_range)}.",
-        f"- **Scheduler**: LCMScheduler with `original_inference_steps={num_points}` (the training grid).",
-        f"- **Data**: {card.data_description or ', '.join(card.datasets) or 'not stated'}",
-        "",
-        "## Use with stock diffusers",
-        "",
-        "```python",
-        "from diffusers import DiffusionPipeline, LCMScheduler",
-        "",
-        f'pipe = DiffusionPipeline.from_pretrained("{card.base_model}")',
-        f"pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps={num_points})",
-        f'pipe.load_lora_weights("{repo}")',
-        f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0).images[0]",
-        "```",
-    ]
-    return _lora_card_text(card, lines)
-
-
-OMEGA_INPUT_FILE = "omega_cond_proj.safetensors"  # the trained omega input of an omega-conditioned LoRA
+__all__ = [
+    "ModelCardInfo",
+    "export_encoders",
+    "load_omega_lora",
+    "merged_lora_unet",
+    "push_to_hub",
+    "render_lora_card",
+    "render_model_card",
+    "save_lcm_pipeline",
+    "save_lora_and_merge",
+    "save_omega_input",
+]  # fmt: skip  (cards: model_card.py)
 
 
 def save_omega_input(unet: Any, folder: str | Path, num_points: int) -> Path:
@@ -231,7 +67,6 @@ def save_omega_input(unet: Any, folder: str | Path, num_points: int) -> Path:
 def load_omega_lora(base: str | Path, lora_folder: str | Path, **from_pretrained: Any):
     """An LCMPipeline from a base SD pipeline (folder or hub id) and an omega-conditioned LoRA folder: the base UNet
     gains the saved omega input, then the adapters load with diffusers' load_lora_weights."""
-    import torch
     from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
@@ -250,31 +85,6 @@ def load_omega_lora(base: str | Path, lora_folder: str | Path, **from_pretrained
     sd.load_lora_weights(lora_folder)
     return LCMPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
                        scheduler=lcm_scheduler(sd.scheduler.config, num_points))  # fmt: skip
-
-
-def _render_omega_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float, repo: str, best: int) -> str:
-    lo, hi = card.omega_range or (0.0, 0.0)
-    lines = [
-        f"# {card.model_name or repo.split('/')[-1]}",
-        "",
-        f"An ω-conditioned LCM-LoRA (rank {rank}, alpha {alpha:g}) made with lcm-distill ({card.method}) from "
-        f"`{card.base_model}`: the adapters plus a trained ω input (`{OMEGA_INPUT_FILE}`), so one file serves every "
-        f"guidance_scale in [{guidance_scale_from_omega(lo):g}, {guidance_scale_from_omega(hi):g}] (ω = "
-        "guidance_scale − 1 embedded, no CFG pass).",
-        "",
-        "Stock `load_lora_weights` cannot add the ω input to a base UNet. Either use the merged `student/` folder of",
-        "the same run (stock `LatentConsistencyModelPipeline`), or, with lcm-distill installed:",
-        "",
-        "```python",
-        "from lcm_distill.export import load_omega_lora",
-        "",
-        f'pipe = load_omega_lora("{card.base_model}", "{repo}")',
-        f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale={card.guidance_scale}).images[0]",
-        "```",
-        "",
-        f"Training grid: N = {num_points}. Data: {card.data_description or ', '.join(card.datasets) or 'not stated'}.",
-    ]
-    return _lora_card_text(card, lines)
 
 
 def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
@@ -345,3 +155,69 @@ def push_to_hub(
         commit_message=commit_message or "Upload LCM pipeline (lcm-distill)",
     )
     return str(getattr(info, "commit_url", info))
+
+
+# -- what the engine writes at the end of a run (engine/outputs.py calls these with whole, plain modules) --------
+
+
+def export_encoders(cfg: Config, models: Models):
+    """The VAE and text encoder to write beside the fp32 UNet: the run's own when they are fp32, else the source's
+    originals reloaded in fp32. Stock pipelines run each component in its stored dtype, so a bf16 VAE / text encoder
+    next to an fp32 UNet crashes them (found by the SD-2.1 scale rehearsal); casting the run's bf16 copies back up
+    would keep their rounding, the reload does not."""
+    if models.frozen_dtype == torch.float32:
+        return models.vae, models.text_encoder
+    from .models import load_frozen_encoders
+
+    needs_teacher = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher
+    vae, text_encoder, _ = load_frozen_encoders(replace(cfg.model, frozen_dtype="fp32"), with_teacher=needs_teacher)
+    return vae, text_encoder
+
+
+def save_lora_and_merge(unet, folder: Path, cfg: Config):
+    """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights`` (and, for an omega-conditioned
+    LoRA, its trained omega input beside them, see export.load_omega_lora); return a merged plain UNet copy."""
+    num_points = cfg.objective.num_points
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    if unet.config.get("time_cond_proj_dim") is not None:
+        save_omega_input(unet, folder, num_points)
+    state = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B): what load_lora_weights reads back
+    # The adapter config (rank, lora_alpha, targets) goes into the safetensors header: without it stock loaders assume
+    # alpha = rank and apply the LoRA at rank/alpha times its trained strength.
+    metadata = unet.peft_config["default"].to_dict()
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
+                                              unet_lora_adapter_metadata=metadata)  # fmt: skip
+    return merged_lora_unet(unet, folder, cfg)
+
+
+def merged_lora_unet(unet, folder: Path, cfg: Config):
+    """student/ of a LoRA run: the fp32 base with the saved adapters fused, i.e. what a user gets from the base model
+    + ``load_lora_weights(lora/)``. When the base trained in model.frozen_dtype (bf16/fp16), fusing into that copy
+    would bake its rounding into student/ (the SD-2.1 scale rehearsal measured latents 0.1 apart), so the fp32 base
+    is reloaded from the source and the adapters are read back from the saved file, the way stock loaders do."""
+    from .models import build_student, load_base_unet
+
+    if base_dtype(unet) == torch.float32:
+        merged = copy.deepcopy(unet)
+    else:
+        from .objective_kinds import OBJECTIVE_KINDS
+
+        merged = load_base_unet(cfg.model, with_teacher=OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher)
+        dim = unet.config.get("time_cond_proj_dim")
+        if dim is not None:  # the omega input trained beside the adapters (model.lora.omega_conditioned)
+            if merged.config.get("time_cond_proj_dim") is None:
+                merged = build_student(merged, dim, "zero")
+            with torch.no_grad():
+                merged.time_embedding.cond_proj.weight.copy_(unet.time_embedding.cond_proj.weight.float())
+        merged.load_lora_adapter(str(folder), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
+    merged.float()
+    merged.fuse_lora()
+    merged.unload_lora()
+    return merged
+
+
+def base_dtype(unet) -> torch.dtype:
+    """dtype of a LoRA UNet's base weights (its adapters are fp32 whatever the base)."""
+    return next(p.dtype for n, p in unet.named_parameters() if "lora_" not in n)

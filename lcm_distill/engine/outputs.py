@@ -10,7 +10,6 @@ diffusers' ``load_lora_weights`` and the student folder holds the merged UNet.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -109,7 +108,7 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
     """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked. ``student`` /
     ``target`` (default: models.target) are whole plain modules on the main process (engine/parallel.py)."""
     target = models.target if target is False else target
-    from ..export import push_to_hub, render_lora_card, save_lcm_pipeline
+    from ..export import export_encoders, push_to_hub, render_lora_card, save_lcm_pipeline, save_lora_and_merge
 
     written: dict[str, Path] = {}
     if accelerator.is_main_process:
@@ -118,13 +117,13 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
         unet = student
         if models.lora:
             written["lora"] = layout.export("lora")
-            unet = _save_lora_and_merge(student, written["lora"], cfg)
+            unet = save_lora_and_merge(student, written["lora"], cfg)
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
             lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
                                          cfg.model.lora.rank, cfg.model.lora.alpha,
                                          omega_conditioned=models.omega_dim is not None)  # fmt: skip
             (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
-        vae, text_encoder = _export_encoders(cfg, models)
+        vae, text_encoder = export_encoders(cfg, models)
         common = dict(
             vae=vae,
             text_encoder=text_encoder,
@@ -144,69 +143,3 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
         logger.info("exported %s", {k: str(v) for k, v in written.items()})
     accelerator.wait_for_everyone()
     return written
-
-
-def _export_encoders(cfg: Config, models: Models):
-    """The VAE and text encoder to write beside the fp32 UNet: the run's own when they are fp32, else the source's
-    originals reloaded in fp32. Stock pipelines run each component in its stored dtype, so a bf16 VAE / text encoder
-    next to an fp32 UNet crashes them (found by the SD-2.1 scale rehearsal); casting the run's bf16 copies back up
-    would keep their rounding, the reload does not."""
-    if models.frozen_dtype == torch.float32:
-        return models.vae, models.text_encoder
-    from ..models import load_frozen_encoders
-    from ..objectives import OBJECTIVES
-
-    vae, text_encoder, _ = load_frozen_encoders(replace(cfg.model, frozen_dtype="fp32"),
-                                                with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher)  # fmt: skip
-    return vae, text_encoder
-
-
-def _save_lora_and_merge(unet, folder: Path, cfg: Config):
-    """Adapter weights loadable by ``StableDiffusionPipeline.load_lora_weights`` (and, for an omega-conditioned
-    LoRA, its trained omega input beside them, see export.load_omega_lora); return a merged plain UNet copy."""
-    num_points = cfg.objective.num_points
-    from diffusers import StableDiffusionPipeline
-    from peft.utils import get_peft_model_state_dict
-
-    from ..export import save_omega_input
-
-    if unet.config.get("time_cond_proj_dim") is not None:
-        save_omega_input(unet, folder, num_points)
-    state = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B): what load_lora_weights reads back
-    # The adapter config (rank, lora_alpha, targets) goes into the safetensors header: without it stock loaders assume
-    # alpha = rank and apply the LoRA at rank/alpha times its trained strength.
-    metadata = unet.peft_config["default"].to_dict()
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
-                                              unet_lora_adapter_metadata=metadata)  # fmt: skip
-    return _merged_unet(unet, folder, cfg)
-
-
-def _merged_unet(unet, folder: Path, cfg: Config):
-    """student/ of a LoRA run: the fp32 base with the saved adapters fused, i.e. what a user gets from the base model
-    + ``load_lora_weights(lora/)``. When the base trained in model.frozen_dtype (bf16/fp16), fusing into that copy
-    would bake its rounding into student/ (the SD-2.1 scale rehearsal measured latents 0.1 apart), so the fp32 base
-    is reloaded from the source and the adapters are read back from the saved file, the way stock loaders do."""
-    from ..models import build_student, load_base_unet
-
-    if models_dtype(unet) == torch.float32:
-        merged = copy.deepcopy(unet)
-    else:
-        from ..objectives import OBJECTIVES
-
-        merged = load_base_unet(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher)
-        dim = unet.config.get("time_cond_proj_dim")
-        if dim is not None:  # the omega input trained beside the adapters (model.lora.omega_conditioned)
-            if merged.config.get("time_cond_proj_dim") is None:
-                merged = build_student(merged, dim, "zero")
-            with torch.no_grad():
-                merged.time_embedding.cond_proj.weight.copy_(unet.time_embedding.cond_proj.weight.float())
-        merged.load_lora_adapter(str(folder), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
-    merged.float()
-    merged.fuse_lora()
-    merged.unload_lora()
-    return merged
-
-
-def models_dtype(unet) -> torch.dtype:
-    """dtype of a LoRA UNet's base weights (its adapters are fp32 whatever the base)."""
-    return next(p.dtype for n, p in unet.named_parameters() if "lora_" not in n)
