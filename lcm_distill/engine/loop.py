@@ -13,6 +13,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,13 @@ from .parallel import Parallel
 from .preflight import preflight
 from .resume import apply_learning_rate
 from .setup import set_up_run
+from .step import StepResult
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimiser steps in a row had a non-finite loss; the message names a sound checkpoint."""
 
 
 @dataclass
@@ -51,6 +57,35 @@ class EngineState:
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
 
+    def account(self, result: StepResult, limit: int, skipped_samples: int, advice: Callable[[], str],
+                learning_rate: float) -> bool:  # fmt: skip
+        """Count one optimiser step's outcome; True when it trained (the step counter moved). ``limit`` skipped steps
+        of one kind in a row stop the run: batches without a readable sample (DataError) or non-finite losses
+        (NonFiniteLossError, whose message names a sound checkpoint via ``advice``)."""
+        if result.empty:
+            self.empty_in_row += 1
+            if self.empty_in_row >= limit:
+                raise DataError(
+                    f"{self.empty_in_row} batches in a row had no readable sample (at step {self.step}; "
+                    f"{skipped_samples} unreadable samples so far): the data source is broken. "
+                    "Check data.dataset / data.shards (python -c 'from PIL import Image; Image.open(...)')."
+                )
+            return False
+        self.empty_in_row = 0
+        if not result.finite:
+            self.nonfinite_total += 1
+            self.nonfinite_in_row += 1
+            if self.nonfinite_in_row >= limit:
+                raise NonFiniteLossError(
+                    f"{self.nonfinite_in_row} steps in a row had a non-finite loss (at step {self.step}); {advice()} "
+                    f"Lower optim.learning_rate (now {learning_rate:g}) or optim.max_grad_norm, or check the data "
+                    f"(unreadable samples so far: {skipped_samples})."
+                )
+            return False
+        self.nonfinite_in_row = 0
+        self.step += 1
+        return True
+
 
 @dataclass
 class TrainResult:
@@ -62,10 +97,6 @@ class TrainResult:
     nonfinite_total: int
     skipped_samples: int
     is_main_process: bool = True
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many optimiser steps in a row had a non-finite loss; the message names a sound checkpoint."""
 
 
 class _StopFlag:
@@ -99,21 +130,24 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
           overwrite: bool = False) -> TrainResult:  # fmt: skip
     """Run (or resume) training as configured. ``overwrite`` deletes the checkpoints of an earlier run in
     train.output_dir (else such a folder is refused without ``resume``); ``stop_after`` ends early (tests)."""
-    plan = preflight(cfg, resume, overwrite)  # every check that needs no weights (engine/preflight.py)
+    tc = cfg.train
+
+    # Check everything that needs no weights, then start the processes of the engine it chose.
+    plan = preflight(cfg, resume, overwrite)
     parallel = Parallel(plan.engine or EngineChoice("ddp", "default"))
     if accelerator is None:
         accelerator = parallel.build_accelerator(cfg)
     parallel.accelerator = accelerator
-    tc = cfg.train
-    layout = RunLayout(tc.output_dir)
-    config_yaml = cfg.to_yaml()
+    layout, config_yaml = RunLayout(tc.output_dir), cfg.to_yaml()
     if accelerator.is_main_process:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.config.write_text(config_yaml)
-    run = set_up_run(cfg, parallel)  # models -> batches -> shard -> optimiser -> prepare -> step (engine/setup.py)
+
+    # Build the run: models -> batches -> sharding -> optimiser -> prepare -> step (engine/setup.py).
+    run = set_up_run(cfg, parallel)
     models, batches, student, optimizer, lr_schedule = (run.models, run.batches, run.student, run.optimizer,
                                                         run.lr_schedule)  # fmt: skip
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     if accelerator.is_main_process:
         logger.warning(parallel.log_layout(student, models))
     global_batch = tc.per_device_batch_size * world * tc.gradient_accumulation_steps
@@ -124,20 +158,11 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     if accelerator.trackers == [] and tc.report_to != "none":
         accelerator.init_trackers("lcm-distill", config={"objective": cfg.objective.kind})
 
+    # Resume: weights, optimiser, schedule, RNG, engine state and every rank's data position.
     if plan.checkpoint is not None:
-        try:
-            accelerator.load_state(str(plan.checkpoint))
-        except Exception as err:  # a pre-0.2 checkpoint (no manifest) damaged in a way its file list cannot show
-            raise CheckpointError(f"--resume: {plan.checkpoint} could not be loaded ({type(err).__name__}: {err}); "
-                                  "resume from an older checkpoint with --resume PATH.") from err  # fmt: skip
-        parallel.load_state(plan.checkpoint, student, optimizer, models.target)
-        _check_resumed_batch(state, global_batch, world, plan.checkpoint)
-        batches.position.load_state_dict(_own_data_state(state.data, rank))
-        if plan.learning_rate_change is not None:
-            apply_learning_rate(optimizer, lr_schedule, *plan.learning_rate_change)
-        logger.info("resumed from %s at step %d", plan.checkpoint, state.step)
+        _resume(plan, accelerator, parallel, run, state, global_batch)
 
-    train_step = run.step
+    # Train: one optimiser step per iteration; failures are counted by the engine state, which stops a broken run.
     losses: list[float] = []
     progress = _progress(accelerator, state.step, tc.max_train_steps)
     data_iter = iter(batches)
@@ -159,42 +184,15 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
 
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
-            result = train_step(state.step, data_iter)
-            if result.empty:
-                state.empty_in_row += 1
-                if state.empty_in_row >= tc.max_nonfinite_steps:
-                    raise DataError(
-                        f"{state.empty_in_row} batches in a row had no readable sample (at step {state.step}; "
-                        f"{batches.position.skipped_samples} unreadable samples so far): the data source is broken. "
-                        "Check data.dataset / data.shards (python -c 'from PIL import Image; Image.open(...)')."
-                    )
+            result = run.step(state.step, data_iter)
+            advice = lambda: _checkpoint_advice(tc.output_dir, initial_max_w)  # noqa: E731
+            if not state.account(result, tc.max_nonfinite_steps, batches.position.skipped_samples, advice,
+                                 cfg.optim.learning_rate):  # fmt: skip
                 continue
-            state.empty_in_row = 0
-            if not result.finite:
-                state.nonfinite_total += 1
-                state.nonfinite_in_row += 1
-                if state.nonfinite_in_row >= tc.max_nonfinite_steps:
-                    raise NonFiniteLossError(
-                        f"{state.nonfinite_in_row} steps in a row had a non-finite loss (at step {state.step}); "
-                        f"{_checkpoint_advice(tc.output_dir, initial_max_w)} Lower optim.learning_rate (now "
-                        f"{cfg.optim.learning_rate:g}) or optim.max_grad_norm, or check the data (unreadable "
-                        f"samples so far: {batches.position.skipped_samples})."
-                    )
-                continue
-            state.nonfinite_in_row = 0
-            state.step += 1
             fault_point("step", state.step)
             losses.append(result.loss)
-            now = time.perf_counter()
-            progress.update(1)
-            counters = data_counters(batches.position)
-            samples_s = global_batch / (now - t_last)
-            progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}",
-                                 samples_s=f"{samples_s:.1f}", **{k: v for k, v in counters.items() if v})  # fmt: skip
-            t_last = now
-            if state.step % tc.log_every == 0 or state.step == 1:
-                accelerator.log({"loss": result.loss, "lr": lr_schedule.get_last_lr()[0], **result.logs, **counters,
-                                 "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip
+            t_last = _report(accelerator, progress, state, result, lr_schedule, batches.position, global_batch,
+                             t_last, tc.log_every)  # fmt: skip
             stop_now = _agree(accelerator, stop.requested) or (stop_after is not None and state.step >= stop_after)
             if state.step % tc.checkpoint_every == 0 or stop_now:
                 last_ckpt = checkpoint()
@@ -205,6 +203,8 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 logger.warning("stopped at step %d; checkpoint %s; resume with --resume latest", state.step, last_ckpt)
                 break
     progress.close()
+
+    # Finish: a last checkpoint, validation grids and the exported pipeline folders (an interrupted run skips them).
     if status == "finished":
         if last_ckpt is None or last_ckpt.name != layout.checkpoint(state.step).name:
             last_ckpt = checkpoint()
@@ -215,6 +215,36 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     accelerator.end_training()
     return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
                        batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
+
+
+def _resume(plan, accelerator, parallel: Parallel, run, state: EngineState, global_batch: int) -> None:
+    """Load ``plan.checkpoint`` into the run in place and check that it continues the same run."""
+    try:
+        accelerator.load_state(str(plan.checkpoint))
+    except Exception as err:  # a pre-0.2 checkpoint (no manifest) damaged in a way its file list cannot show
+        raise CheckpointError(f"--resume: {plan.checkpoint} could not be loaded ({type(err).__name__}: {err}); "
+                              "resume from an older checkpoint with --resume PATH.") from err  # fmt: skip
+    parallel.load_state(plan.checkpoint, run.student, run.optimizer, run.models.target)
+    _check_resumed_batch(state, global_batch, accelerator.num_processes, plan.checkpoint)
+    run.batches.position.load_state_dict(_own_data_state(state.data, accelerator.process_index))
+    if plan.learning_rate_change is not None:
+        apply_learning_rate(run.optimizer, run.lr_schedule, *plan.learning_rate_change)
+    logger.info("resumed from %s at step %d", plan.checkpoint, state.step)
+
+
+def _report(accelerator, progress, state: EngineState, result: StepResult, lr_schedule, position, global_batch: int,
+            t_last: float, log_every: int) -> float:  # fmt: skip
+    """Progress bar every step, tracker every ``log_every`` steps (and step 1); returns the time of this report."""
+    now = time.perf_counter()
+    counters = data_counters(position)
+    lr = lr_schedule.get_last_lr()[0]
+    progress.update(1)
+    progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr:.2e}", samples_s=f"{global_batch / (now - t_last):.1f}",
+                         **{k: v for k, v in counters.items() if v})  # fmt: skip
+    if state.step % log_every == 0 or state.step == 1:
+        accelerator.log({"loss": result.loss, "lr": lr, **result.logs, **counters,
+                         "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip
+    return now
 
 
 def _checkpoint_advice(output_dir: str, initial_max_w: float) -> str:
