@@ -353,6 +353,7 @@ class LCMPipeline(DiffusionPipeline):
         latent), overriding the generator for that draw. callback_on_step_end(pipe, i, t, tensors) may return a dict
         that replaces any of the tensors. Returns StableDiffusionPipelineOutput(images, nsfw_content_detected).
         """
+        # 1. Check inputs (before any network runs)
         if image is None and strength not in (None, 1.0):
             raise ValueError(f"strength={strength} only applies to img2img; pass `image=` or drop `strength`.")
         strength = (DEFAULT_IMG2IMG_STRENGTH if image is not None else 1.0) if strength is None else strength
@@ -376,19 +377,24 @@ class LCMPipeline(DiffusionPipeline):
             image=image,
             tensor_inputs=list(callback_on_step_end_tensor_inputs),
         )
+        # 2. Timesteps on the training grid (LCMScheduler's choice; img2img starts later by strength)
         schedule = self.get_timesteps(num_inference_steps, strength, timesteps)
         device = self._execution_device
         total = batch * num_images_per_prompt
+        t_all = torch.tensor(schedule, dtype=torch.long, device=device)
+
+        # 3. Encode the prompt (and, for real CFG, the negative prompt). The working dtype of latents, the omega
+        # embedding and the consistency step is the text encoder's (the UNet and VAE get inputs in their own dtype).
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
         else:
             dtype = self.text_encoder.dtype if self.text_encoder is not None else self.unet.dtype
             prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, 0)
-        t_all = torch.tensor(schedule, dtype=torch.long, device=device)
+        dtype = prompt_embeds.dtype  # the working dtype (see 3.)
         do_cfg = cfg_scale > 1
         if do_cfg:
             if negative_prompt_embeds is not None:
-                negative = negative_prompt_embeds.to(device=device, dtype=prompt_embeds.dtype)
+                negative = negative_prompt_embeds.to(device=device, dtype=dtype)
                 negative = negative.repeat_interleave(total // negative.shape[0], 0)
             else:
                 neg = "" if negative_prompt is None else negative_prompt
@@ -397,20 +403,22 @@ class LCMPipeline(DiffusionPipeline):
                     raise ValueError(f"Got {len(neg)} negative prompts for {batch} prompts; pass one or one each.")
                 negative = self.encode_prompt(neg, device, num_images_per_prompt)
 
+        # 4. Starting latents: given, fresh noise (txt2img), or the noised image latent (img2img)
         if latents is not None:
-            latents = latents.to(device=device, dtype=prompt_embeds.dtype)
+            latents = latents.to(device=device, dtype=dtype)
         elif image is None:
             f, size = self.vae_scale_factor, self.unet.config.sample_size
             shape = (total, self.unet.config.in_channels, (height or size * f) // f, (width or size * f) // f)
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
             latents = latents * self.scheduler.init_noise_sigma
         else:
             pixels = self.image_processor.preprocess(image, height=height, width=width)
             x0 = self._encode_image(pixels.to(device=device, dtype=self.vae.dtype), total, generator)
-            x0 = x0.to(prompt_embeds.dtype)
-            noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=prompt_embeds.dtype)
+            x0 = x0.to(dtype)
+            noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=dtype)
             latents = self.scheduler.add_noise(x0, noise, t_all[:1])
 
+        # 5. The guidance input: omega = guidance_scale - 1, embedded as in training
         w_embedding = None
         if self.has_omega_embedding:
             omega = torch.tensor(float(DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale) - 1)
@@ -424,10 +432,11 @@ class LCMPipeline(DiffusionPipeline):
                 stacklevel=2,
             )
 
+        # 6. Consistency sampling: one UNet call and one consistency step per timestep
         denoised = latents
         with self.progress_bar(total=len(schedule)) as progress:
             for i, t in enumerate(t_all):
-                latents = latents.to(prompt_embeds.dtype)
+                latents = latents.to(dtype)
                 x, w, embeds = latents, w_embedding, prompt_embeds
                 if do_cfg:  # one 2x forward: [negative; prompt] at the same omega (built per step: the callback may
                     x, embeds = torch.cat([x, x]), torch.cat([negative, embeds])  # replace prompt_embeds / w)
@@ -456,15 +465,16 @@ class LCMPipeline(DiffusionPipeline):
                     w_embedding = out.get("w_embedding", w_embedding)
                 progress.update()
 
-        denoised = denoised.to(prompt_embeds.dtype)
+        # 7. Decode (and run the safety checker when the pipeline has one)
+        denoised = denoised.to(dtype)
         nsfw = None
         if output_type == "latent":
             images = denoised
         else:
             scaled = (denoised / self.vae.config.scaling_factor).to(self.vae.dtype)
             decoded = self.vae.decode(scaled, return_dict=False)[0]
-            decoded = decoded.to(prompt_embeds.dtype)
-            decoded, nsfw = self.run_safety_checker(decoded, device, prompt_embeds.dtype)
+            decoded = decoded.to(dtype)
+            decoded, nsfw = self.run_safety_checker(decoded, device, dtype)
             denorm = [True] * decoded.shape[0] if nsfw is None else [not flag for flag in nsfw]
             images = self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denorm)
         self.maybe_free_model_hooks()

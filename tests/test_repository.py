@@ -40,5 +40,20 @@ def test_every_relative_markdown_link_resolves():
     assert broken == []
 
 
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_in_page_anchor_names_a_heading():
+    broken = []
+    for md in (p for p in tracked_text_files() if p.suffix == ".md"):
+        text = md.read_text()
+        anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+        broken += [f"{md.relative_to(ROOT)} -> #{a}" for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in anchors]
+    assert broken == []
+
+
 def test_one_version_number():
     assert importlib.metadata.version("lcm-distill") == lcm_distill.__version__
