@@ -43,11 +43,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
 import yaml
-from bench_runner import ROOT, Step, publish, run_chains, train_argv
 
+from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, train_argv
 from lcm_distill.config import parse_override
 
 GUIDANCE = 6.0
@@ -109,13 +108,11 @@ class Plan:
         return self.run_dir(domain, mode) / f"eval-{budget}" / "report.json"
 
 
-def evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> list[str]:
-    return ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", "lcm",
-            "--steps", *map(str, plan.eval_steps), "--guidance", f"{GUIDANCE:g}",
-            "--reference", str(plan.domain_dir(domain)), "--fid-features", "testbed", "--prompt-accuracy", "testbed",
-            "--prompt-accuracy-dir", str(plan.domain_dir(domain)),
-            "--num-images", str(plan.num_images), "--batch-size", "100", "--seed", "0",
-            "--threads", "1" if plan.jobs > 1 else "0", "--out", str(report.parent)]  # fmt: skip
+def domain_evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> list[str]:
+    """The evaluate command of ``model`` on ``domain``'s held-out split (FID features and prompt accuracy)."""
+    return evaluate_argv(model, "lcm", plan.eval_steps, report.parent, guidance=GUIDANCE,
+                         reference=plan.domain_dir(domain), prompt_accuracy_dir=plan.domain_dir(domain),
+                         num_images=plan.num_images, threads=1 if plan.jobs > 1 else 0)  # fmt: skip
 
 
 def lcf_argv(plan: Plan, domain: str, mode: str, budget: int, resume: bool) -> list[str]:
@@ -170,7 +167,7 @@ def adapt_run(plan: Plan, domain: str, mode: str) -> None:
             PartialState._reset_state()
             GradientState._reset_state()
         model = run / "target" if (run / "target").exists() else run / "student"  # mu = 0: no target network
-        evaluate_cli(evaluate_argv(plan, model, domain, report)[2:])
+        evaluate_cli(domain_evaluate_argv(plan, model, domain, report)[2:])
         print(f"[lcf_adapt] {domain} {mode} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -185,7 +182,7 @@ def chains(plan: Plan) -> list[list[Step]]:
     work = []
     for domain in plan.domains:
         start = plan.report(domain, "", 0)
-        work.append([Step(f"eval-{domain}-start", evaluate_argv(plan, plan.student, domain, start), start)])
+        work.append([Step(f"eval-{domain}-start", domain_evaluate_argv(plan, plan.student, domain, start), start)])
         for mode in plan.modes:
             argv = ["benchmarks/lcf_adapt.py", "--run", domain, mode, *plan_args(plan)]
             work.append([Step(f"lcf-{domain}-{mode}", argv, plan.report(domain, mode, plan.budgets[-1]))])

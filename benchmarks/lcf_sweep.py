@@ -17,11 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runner import ROOT, Step, publish, run_chains, train_argv
-from table1 import Plan, evaluate_step, fid_at
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
+from benchmarks.harness import ROOT, Step, publish, run_chains, train_argv
+from benchmarks.table1 import Plan, evaluate_step, fid_at
 from lcm_distill.evaluation.report import load_report
 
 TITLE = "LCF convergence: target EMA rate mu x learning rate (benchmarks/lcf_sweep.py)"

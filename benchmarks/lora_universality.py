@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
+from benchmarks.harness import ROOT, evaluate_argv
 
 
 def evaluate(model: Path, kind: str, steps: list[int], out: Path, args, reference: Path | None = None) -> dict:
-    cmd = [sys.executable, "-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", kind, "--steps",
-           *map(str, steps), "--guidance", "4", "--reference", str(reference or args.data), "--fid-features", "testbed",
-           "--prompt-accuracy", "none", "--num-images", str(args.num_images), "--batch-size", "50", "--seed", "0",
-           "--threads", "2", "--out", str(out)]  # fmt: skip
+    cmd = [sys.executable, *evaluate_argv(model, kind, steps, out, guidance=4, reference=reference or args.data,
+                                          num_images=args.num_images, batch_size=50, prompt_accuracy="none",
+                                          threads=2)]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return {r["steps"]: r["fid"] for r in json.loads((out / "report.json").read_text())["results"]}
 

@@ -29,8 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
 
 KINDS = ("train", "train_ckpt", "lora", "lora_ckpt", "nograd")
 # two latent sizes per architecture: SD 2.1-base at 256 and 512 px, SD 2.1 at 384 and 768 px (what its recipe uses)

@@ -10,9 +10,13 @@ Needs the demo's LCM (bash scripts/demo.sh). Prints one line per setting.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
 from lcm_distill.pipelines import LCMPipeline
 
 from lcm_distill.testbed.digits import COLOR_NAMES

@@ -24,10 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.bench_runner import publish, run_measured  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
+from benchmarks.harness import ROOT, publish, run_measured
 
 PROMPT = "a photograph of an astronaut riding a horse"
 # recipe -> its teacher variant (LCD) or the LCD rehearsal and exported folder it starts from (LCF)

@@ -31,11 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
 
-from bench_runner import ROOT, Step, publish, run_chains, train_argv
-
+from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, train_argv
 from lcm_distill.evaluation.report import load_report, markdown_table, plot_quality_vs_steps
 from lcm_distill.functional import SOLVERS as SOLVER_REGISTRY
 from lcm_distill.functional import SkippingGrid, omega_from_guidance_scale
@@ -79,10 +77,8 @@ class Plan:
 
 def evaluate_step(plan: Plan, name: str, model: Path, kind: str, steps: list[int], out: Path, reference: Path,
                   num_images: int) -> Step:
-    argv = ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", kind, "--steps", *map(str, steps),
-            "--guidance", f"{plan.guidance:g}", "--reference", str(reference), "--fid-features", "testbed",
-            "--prompt-accuracy", "testbed", "--num-images", str(num_images), "--batch-size", "100", "--seed", "0",
-            "--threads", "1" if plan.jobs > 1 else "0", "--out", str(out)]
+    argv = evaluate_argv(model, kind, steps, out, guidance=plan.guidance, reference=reference, num_images=num_images,
+                         threads=1 if plan.jobs > 1 else 0)  # fmt: skip
     return Step(name, argv, out / "report.json")
 
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
+from benchmarks.harness import ROOT
 
 SWITCHES = {  # row name -> config overrides that turn the switch on
     "cache": ["data.cache_dir={cache}"],

@@ -33,9 +33,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.bench_runner import run_measured  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
+from benchmarks.harness import ROOT, run_measured
 
 CONFIGS = {  # name -> UNet channels, image size (the VAE downsamples 8x: tiny 8x8 latents, small 16x16)
     "tiny": {"channels": (32, 64), "resolution": 64},
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results)
     print(text)
     if args.publish:
-        from benchmarks.bench_runner import publish
+        from benchmarks.harness import publish
 
         publish(
             text,

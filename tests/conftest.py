@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from pathlib import Path
 
 # Before anything imports huggingface_hub: a stray hub lookup must fail at once, not after ~23 s of retries.
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
@@ -11,6 +14,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# The checkout on sys.path: benchmarks/ is a package the tests import like the scripts do (benchmarks.harness).
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)``: benchmarks/<name>.py as the module ``benchmarks.<name>`` - the one way tests load
+    a benchmark script."""
+    return lambda name: importlib.import_module(f"benchmarks.{name}")
+
 
 # Tiny models are dispatch-bound: one thread is as fast alone and 5-15x faster on a shared 2-core machine.
 torch.set_num_threads(1)

@@ -6,9 +6,7 @@ The benchmark itself (~20 minutes) is measured in benchmarks/RESULTS.md; here it
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +21,8 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("lcf_adapt_bench", ROOT / "benchmarks" / "lcf_adapt.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def bench(load_benchmark):
+    return load_benchmark("lcf_adapt")
 
 
 def test_domains_are_deterministic_held_out_and_captioned(tmp_path):
@@ -79,7 +72,7 @@ def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys
                     "curriculum_high_noise": ("doubling", *hi), "curriculum_pseudo_huber": ("doubling", *ph),
                     "curriculum_omega_fixed": ("doubling", *w5),
                     "curriculum_all": ("doubling", "fixed", 0.95, "high_noise", "pseudo_huber", 5.0)}  # fmt: skip
-    ev = bench.evaluate_argv(plan, tmp_path / "lcm", "letters", plan.report("letters", "paper", 100))
+    ev = bench.domain_evaluate_argv(plan, tmp_path / "lcm", "letters", plan.report("letters", "paper", 100))
     assert ev[ev.index("--reference") + 1] == str(plan.domain_dir("letters"))
 
 

@@ -5,8 +5,6 @@ The sweep itself (~8 minutes) is measured in benchmarks/RESULTS.md; here its pie
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,13 +16,8 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("lcf_sweep_bench", ROOT / "benchmarks" / "lcf_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def sweep(load_benchmark):
+    return load_benchmark("lcf_sweep")
 
 
 def _plan(sweep, tmp_path):

@@ -16,10 +16,9 @@ ROOT = Path(__file__).parents[2]
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/<name>.py as ``benchmarks.<name>`` (tests/conftest.py puts the checkout on sys.path); a plain
+    function, not conftest's load_benchmark fixture, because a parametrize list below needs it at collection."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_gpu_check_runs_on_cpu_with_the_tiny_kit(tmp_path):
@@ -166,10 +165,10 @@ def test_activation_worker_measures_a_tiny_unet():
 
 
 def test_run_measured_reports_exit_code_wall_rss_and_log(tmp_path):
-    """bench_runner.run_measured (vs_reference's and scale_rehearsal's child runner): the command line heads the log,
+    """harness.run_measured (vs_reference's and scale_rehearsal's child runner): the command line heads the log,
     a failing child's exit code comes back, and a child holding ~200 MB shows it in peak RSS and in the samples."""
     vs = load("vs_reference")  # puts the checkout on sys.path, as the benchmark scripts do
-    from benchmarks.bench_runner import run_measured
+    from benchmarks.harness import run_measured
 
     samples: list = []
     hold = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.6); print('ok')"

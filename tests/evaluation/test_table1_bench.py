@@ -7,8 +7,6 @@ step through the real parsers, and the markdown / plots / target verdicts on han
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,21 +19,14 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("table1_bench", ROOT / "benchmarks" / "table1.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def bench(load_benchmark):
+    return load_benchmark("table1")
 
 
 @pytest.fixture(scope="module")
-def runner(bench):
-    """benchmarks/bench_runner.py, importable once table1 has put benchmarks/ on sys.path."""
-    import bench_runner
-
-    return bench_runner
+def runner(load_benchmark):
+    """benchmarks/harness.py, what every benchmark script shares."""
+    return load_benchmark("harness")
 
 
 def _plan(bench, tmp_path, **kw):

@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: subprocess chains that skip finished steps, toolkit command lines, and
-publishing a section of benchmarks/RESULTS.md."""
+"""What the benchmark scripts share: the checkout's ROOT, subprocess chains that skip finished steps, toolkit command
+lines (training and evaluation), and publishing a section of benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -73,6 +73,20 @@ def train_argv(script: str, config: str, out_dir: Path, sets: list[str], resume:
     for s in sets:
         argv += ["--set", s]
     return argv + (["--resume", "latest"] if resume else [])
+
+
+def evaluate_argv(model: Path, kind: str, steps: list[int], out: Path, *, guidance: float, reference: Path,
+                  num_images: int, batch_size: int = 100, fid_features: str = "testbed",
+                  prompt_accuracy: str = "testbed", prompt_accuracy_dir: Path | None = None, threads: int = 0,
+                  seed: int = 0) -> list[str]:  # fmt: skip
+    """``python``'s arguments for ``lcm_distill.cli.evaluate`` (after the interpreter): one report.json in ``out``."""
+    argv = ["-m", "lcm_distill.cli.evaluate", "--model", str(model), "--kind", kind, "--steps", *map(str, steps),
+            "--guidance", f"{guidance:g}", "--reference", str(reference), "--fid-features", fid_features,
+            "--prompt-accuracy", prompt_accuracy]  # fmt: skip
+    if prompt_accuracy_dir is not None:
+        argv += ["--prompt-accuracy-dir", str(prompt_accuracy_dir)]
+    return [*argv, "--num-images", str(num_images), "--batch-size", str(batch_size), "--seed", str(seed),
+            "--threads", str(threads), "--out", str(out)]  # fmt: skip
 
 
 def run_chain(chain: list[Step], plan: RunSettings) -> None:
