@@ -109,7 +109,7 @@ def teacher_pair(teacher: nn.Module, prompt_embeds: Tensor, uncond_embeds: Tenso
 @dataclass(frozen=True)
 class TargetContext:
     """What a target-point function may use: z_{t_{n+k}}, the clean latents, the step's noise, the text
-    embeddings, the schedule, the objective config and (objectives that need one) the teacher."""
+    embeddings, the schedule, the teacher's solver and CFG placement, and (objectives that need one) the teacher."""
 
     x: Tensor  # z_{t_{n+k}} = alpha(t_{n+k}) z + sigma(t_{n+k}) eps
     latents: Tensor  # z
@@ -117,8 +117,9 @@ class TargetContext:
     prompt_embeds: Tensor
     uncond_embeds: Tensor | None
     schedule: NoiseSchedule
-    cfg: ObjectiveConfig
     teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None
+    solver: str = "ddim"  # objective.solver
+    cfg_placement: str = "paper"  # objective.cfg_placement
 
 
 def lcd_target_point(c: TargetContext) -> Tensor:
@@ -128,8 +129,8 @@ def lcd_target_point(c: TargetContext) -> Tensor:
         raise ValueError("the LCD objective needs a teacher and unconditional embeddings.")
     with c.teacher_ctx() as teacher:
         pair = teacher_pair(teacher, c.prompt_embeds, c.uncond_embeds, c.schedule)
-        return guided_solver_step(pair, c.x, c.noise.start, c.noise.end, c.noise.omega, c.schedule, c.cfg.solver,
-                                  c.cfg.cfg_placement)  # fmt: skip
+        return guided_solver_step(pair, c.x, c.noise.start, c.noise.end, c.noise.omega, c.schedule, c.solver,
+                                  c.cfg_placement)  # fmt: skip
 
 
 def lcf_target_point(c: TargetContext) -> Tensor:
@@ -154,35 +155,6 @@ OBJECTIVES: dict[str, Objective] = {
     "lcd": Objective(lcd_target_point, OBJECTIVE_KINDS["lcd"]),
     "lcf": Objective(lcf_target_point, OBJECTIVE_KINDS["lcf"]),
 }
-
-
-def consistency_step(
-    *,
-    student: nn.Module,
-    target: nn.Module,
-    teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None,
-    latents: Tensor,
-    prompt_embeds: Tensor,
-    uncond_embeds: Tensor | None,
-    noise: StepNoise,
-    schedule: NoiseSchedule,
-    omega_dim: int | None,
-    cfg: ObjectiveConfig,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[Tensor, dict[str, float]]:
-    """One consistency loss on a micro-batch of clean latents (fp32): d(f_theta(z_{t_{n+k}}), f_theta-(z_{t_n})) with
-    z_{t_n} from the objective's target point (``OBJECTIVES[cfg.kind]``). ``teacher_ctx`` yields the teacher."""
-    x = schedule.add_noise(latents, noise.noise, noise.start)
-    omega_emb = omega_embedding(noise.omega, omega_dim).to(x.device) if omega_dim else None
-    with autocast():
-        pred = consistency_output(student, x, noise.start, prompt_embeds, omega_emb, schedule)
-    with torch.no_grad():
-        context = TargetContext(x, latents, noise, prompt_embeds, uncond_embeds, schedule, cfg, teacher_ctx)
-        x_prev = OBJECTIVES[cfg.kind].target_point(context)
-        with autocast():
-            tgt = consistency_output(target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
-    loss = consistency_loss(pred, tgt, cfg.loss, cfg.huber_c)
-    return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}
 
 
 @dataclass
@@ -261,10 +233,22 @@ class ConsistencyStep:
         noise = noise.slice(0, n)
         latents = mean + std * noise.latent_eps.to(mean.device)
         uncond = models.uncond_embeds(n) if self.needs_teacher else None
-        loss, logs = consistency_step(
-            student=self.student, target=self.target, teacher_ctx=self.teacher_ctx, latents=latents,
-            prompt_embeds=prompt_embeds, uncond_embeds=uncond,
-            noise=noise.to(mean.device), schedule=models.schedule, omega_dim=models.omega_dim, cfg=self.objective,
-            autocast=self.autocast,
-        )  # fmt: skip
-        return StepOutput(loss, logs)
+        return StepOutput(*self.loss(latents, prompt_embeds, uncond, noise.to(mean.device)))
+
+    def loss(self, latents: Tensor, prompt_embeds: Tensor, uncond_embeds: Tensor | None,
+             noise: StepNoise) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
+        """One consistency loss on a micro-batch of clean latents (fp32): d(f_theta(z_{t_{n+k}}), f_theta-(z_{t_n}))
+        with z_{t_n} from the objective's target point (Algorithm 1 lines 4-6 / Algorithm 4 lines 4-6)."""
+        o, schedule, omega_dim = self.objective, self.models.schedule, self.models.omega_dim
+        x = schedule.add_noise(latents, noise.noise, noise.start)
+        omega_emb = omega_embedding(noise.omega, omega_dim).to(x.device) if omega_dim else None
+        with self.autocast():
+            pred = consistency_output(self.student, x, noise.start, prompt_embeds, omega_emb, schedule)
+        with torch.no_grad():
+            context = TargetContext(x, latents, noise, prompt_embeds, uncond_embeds, schedule, self.teacher_ctx,
+                                    o.solver, o.cfg_placement)  # fmt: skip
+            x_prev = OBJECTIVES[o.kind].target_point(context)
+            with self.autocast():
+                tgt = consistency_output(self.target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
+        loss = consistency_loss(pred, tgt, o.loss, o.huber_c)
+        return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}

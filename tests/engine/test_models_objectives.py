@@ -1,20 +1,29 @@
 """Student construction and the LCD/LCF consistency step on tiny models."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from lcm_distill.engine import load_run_models
 from lcm_distill.functional import NoiseSchedule, SkippingGrid, omega_embedding
-from lcm_distill.models import build_student
+from lcm_distill.models import Models, build_student
 from lcm_distill.objectives import (
+    ConsistencyStep,
     StepNoise,
     consistency_output,
-    consistency_step,
     draw_step_noise,
     step_generator,
     teacher_pair,
 )
 from lcm_distill.testing import tiny_scheduler_config, tiny_unet
+
+
+def step_of(student, target, teacher, schedule, cfg, omega_dim=32) -> ConsistencyStep:
+    """The run's step object over bare networks (no VAE or text encoder: the tests hand it latents and embeddings)."""
+    vae = SimpleNamespace(config=SimpleNamespace(block_out_channels=[1, 1, 1, 1], latent_channels=4))
+    models = Models(student, target, teacher, vae, None, None, {}, schedule, omega_dim)
+    return ConsistencyStep(models, cfg, 64)
 
 
 def test_zero_init_student_equals_teacher_for_any_omega():
@@ -59,12 +68,9 @@ def test_lcd_step_gradients_flow_to_the_student_only(prediction_type, solver, pl
         torch.randn(2, 77, 32, generator=g),
         torch.zeros(2, 77, 32),
     )
-    import contextlib
 
     cfg = ObjectiveConfig(solver=solver, cfg_placement=placement, loss="huber")
-    loss, _ = consistency_step(student=student, target=target, teacher_ctx=lambda: contextlib.nullcontext(teacher),
-                               latents=latents, prompt_embeds=ctx, uncond_embeds=unc, noise=_noise(2, [999, 39]),
-                               schedule=schedule, omega_dim=32, cfg=cfg)  # fmt: skip
+    loss, _ = step_of(student, target, teacher, schedule, cfg).loss(latents, ctx, unc, _noise(2, [999, 39]))
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     loss.backward()
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
@@ -118,9 +124,7 @@ def test_lcf_points_share_noise_at_grid_timesteps(monkeypatch):
     net = tiny_unet(32)
     latents = torch.randn(2, 4, 8, 8)
     noise = _noise(2, [519, 19])
-    consistency_step(student=net, target=net, teacher_ctx=None, latents=latents, prompt_embeds=torch.zeros(2, 77, 32),
-                     uncond_embeds=None, noise=noise, schedule=schedule, omega_dim=32,
-                     cfg=ObjectiveConfig(kind="lcf"))  # fmt: skip
+    step_of(net, net, None, schedule, ObjectiveConfig(kind="lcf")).loss(latents, torch.zeros(2, 77, 32), None, noise)
     (x_s, s), (x_t, t) = seen
     assert s.tolist() == [519, 19] and t.tolist() == [499, 0]
     for x, tt in ((x_s, s), (x_t, t)):

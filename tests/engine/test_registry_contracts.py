@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from lcm_distill.config import ObjectiveConfig
 from lcm_distill.functional import LOSSES, NoiseSchedule, consistency_loss
 from lcm_distill.objectives import OBJECTIVES, StepNoise, TargetContext
 
@@ -35,7 +34,7 @@ def _context(sd_scheduler_config, start, end, solver="ddim"):
     return TargetContext(
         x=schedule.add_noise(latents, eps, start), latents=latents, noise=noise,
         prompt_embeds=torch.randn(3, 77, 8, generator=g), uncond_embeds=torch.zeros(3, 77, 8), schedule=schedule,
-        cfg=ObjectiveConfig(solver=solver), teacher_ctx=lambda: contextlib.nullcontext(teacher),
+        solver=solver, teacher_ctx=lambda: contextlib.nullcontext(teacher),
     )  # fmt: skip
 
 
