@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
 from .errors import ConfigError
 from .objective_kinds import OBJECTIVE_KINDS
+from .source_kinds import SOURCE_KINDS, sources_where
 
 if TYPE_CHECKING:  # annotations only: config.py imports this module (load_config validates)
     from .config import Config, DataConfig
@@ -23,9 +24,9 @@ CHOICES = {
     "model.frozen_dtype": ("fp32", "bf16", "fp16"),
     "model.attention": ("sdpa", "eager"),
     "model.compile_backend": ("inductor", "aot_eager", "eager"),
-    "data.source": ("hf", "hf_streaming", "webdataset"),
+    "data.source": SOURCE_KINDS.keys(),  # derived (a live view): source_kinds.py is torch-free
     "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
-    "objective.kind": tuple(OBJECTIVE_KINDS),  # derived: objective_kinds.py is torch-free
+    "objective.kind": OBJECTIVE_KINDS.keys(),  # derived (a live view): objective_kinds.py is torch-free
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
     "objective.cfg_placement": ("paper", "guided"),
     "objective.loss": ("l2", "huber", "pseudo_huber", "l1"),  # functional.losses.LOSS_TYPES
@@ -63,7 +64,7 @@ def _get(cfg: Config, dotted: str) -> Any:
 def validate(cfg: Config) -> Config:
     """Cross-field checks; raises ConfigError naming the key at fault."""
     for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
+        if _get(cfg, key) not in allowed:  # (allowed may be a registry's live keys view)
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of {list(allowed)}.")
     for key in POSITIVE:
         if _get(cfg, key) <= 0:
@@ -163,20 +164,21 @@ def _teacher_timesteps(cfg: Config) -> tuple[int, str]:
 
 def _validate_data(d: DataConfig) -> None:
     """Source, filter and cache keys (data.*)."""
-    if d.shards and d.source != "webdataset":
-        raise ConfigError(f"data.shards is set but data.source={d.source!r}; data.shards is read by webdataset only.")
+    kind = SOURCE_KINDS[d.source]
+    if d.shards and kind.location_key != "shards":
+        raise ConfigError(f"data.shards is set but data.source={d.source!r}; data.shards is read by "
+                          f"{sources_where(location_key='shards')} only.")  # fmt: skip
     if d.cache_dir is None:  # training reads the source (with a cache, only `python -m lcm_distill.cli.cache` does)
-        if d.source == "webdataset" and not d.shards:
-            raise ConfigError("data.shards is empty: give tar shards, e.g. /data/laion/{00000..01210}.tar.")
-        if d.source != "webdataset" and not d.dataset:
-            raise ConfigError("data.dataset is empty: give a Hugging Face dataset id or a local imagefolder/parquet.")
+        if not getattr(d, kind.location_key):
+            raise ConfigError(f"data.{kind.location_key} is empty: {kind.location_hint}")
     elif d.random_flip or not d.center_crop:
         raise ConfigError(
             f"data.cache_dir is set with data.random_flip={d.random_flip}, data.center_crop={d.center_crop}: cached "
             "latents are center-cropped and unflipped; set data.center_crop=true and data.random_flip=false."
         )
-    if d.max_samples is not None and d.source != "hf":
-        raise ConfigError(f"data.max_samples applies to data.source=hf only (not {d.source!r}); select shards instead.")
+    if d.max_samples is not None and not kind.max_samples:
+        raise ConfigError(f"data.max_samples applies to data.source={sources_where(max_samples=True)} only (not "
+                          f"{d.source!r}); select shards instead.")  # fmt: skip
     for key in ("shuffle_buffer", "min_width", "min_height", "num_workers"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0.")

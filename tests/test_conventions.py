@@ -74,6 +74,13 @@ def test_objective_facts_and_functions_register_the_same_kinds():
     assert all(OBJECTIVES[k].kind is OBJECTIVE_KINDS[k] for k in OBJECTIVES)
 
 
+def test_source_facts_and_openers_register_the_same_sources():
+    from lcm_distill.data import SOURCES
+    from lcm_distill.source_kinds import SOURCE_KINDS
+
+    assert tuple(SOURCES) == tuple(SOURCE_KINDS)
+
+
 def test_every_dtype_flag_takes_the_dtype_table():
     from lcm_distill.cli import cache, evaluate, generate
     from lcm_distill.functional import DTYPES, dtype_from_name

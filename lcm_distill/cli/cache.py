@@ -63,6 +63,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     from ..data.latent_cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
     from ..models import encode_images, encode_prompts, load_frozen_encoders
     from ..objectives import OBJECTIVES
+    from ..source_kinds import SOURCE_KINDS
 
     data = cache_data_config(cfg.data)
     vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, OBJECTIVES[cfg.objective.kind].needs_teacher)
@@ -70,10 +71,10 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     key = cache_key(vae, text_encoder, tokenizer, data)
     writer = CacheWriter(out, rank, dtype, shard_size)
     skipped = filtered = 0
-    if data.source == "hf":
+    if not SOURCE_KINDS[data.source].streamed:
         batches = _map_style_batches(data, batch_size, rank, world, cfg.train.seed)
     else:  # one pass over this rank's shards, in shard order (no shuffle)
-        streaming = StreamingBatches(shard_source(data), data, batch_size, rank, world, cfg.train.seed,
+        streaming = StreamingBatches(shard_source(data, cfg.train.seed), data, batch_size, rank, world, cfg.train.seed,
                                      data.num_workers)  # fmt: skip
         batches = streaming.batches(endless=False)
     for batch in batches:

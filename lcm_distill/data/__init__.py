@@ -5,33 +5,52 @@ through :class:`ResumableBatches`, sharded iterables (webdataset, hf_streaming) 
 Both iterate endlessly and expose ``position`` (state_dict / load_state_dict, skipped_samples) for checkpoints.
 """
 
+from collections.abc import Callable
+
+from ..source_kinds import SOURCE_KINDS
 from .batch import DataError
 from .hf import CaptionedImages, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
 from .latent_cache import CachedLatents, cache_key, encoder_dtypes
 from .loader import DataPosition, ResumableBatches, collate_skipping
 
-SOURCES = ("hf", "hf_streaming", "webdataset")  # data.source: map-style hf; the other two are streamed (shard_source)
+
+def _hf(cfg, seed: int):
+    return CaptionedImages(load_hf_dataset(cfg), cfg, seed)
+
+
+def _hf_streaming(cfg, seed: int):
+    from .streaming import HFStreamingShards
+
+    return HFStreamingShards(cfg)
+
+
+def _webdataset(cfg, seed: int):
+    from .webdataset import TarShards
+
+    return TarShards(cfg.shards)
+
+
+# data.source -> its opener (DataConfig, seed) -> a map-style Dataset (random access: __getitem__((epoch, index))) or,
+# for a streamed kind, a ShardSource (urls, open(shard)). Its facts (streamed, where its location is) are
+# source_kinds.SOURCE_KINDS; a new source is a line in each and its module (docs/extending.md).
+SOURCES: dict[str, Callable] = {"hf": _hf, "hf_streaming": _hf_streaming, "webdataset": _webdataset}
 
 
 def build_dataset(cfg, seed: int = 0):
-    """The map-style dataset for ``cfg`` (a DataConfig with data.source=hf)."""
-    if cfg.source == "hf":
-        return CaptionedImages(load_hf_dataset(cfg), cfg, seed)
-    raise ValueError(f"data.source={cfg.source!r} is a streamed source; a map-style dataset needs data.source=hf.")
+    """The map-style dataset of a random-access data.source."""
+    if SOURCE_KINDS[cfg.source].streamed:
+        raise ValueError(f"data.source={cfg.source!r} is a streamed source; a map-style dataset needs one of "
+                         f"{[k for k, v in SOURCE_KINDS.items() if not v.streamed]}.")  # fmt: skip
+    return SOURCES[cfg.source](cfg, seed)
 
 
-def shard_source(cfg):
-    """The ShardSource of a streamed data.source (webdataset | hf_streaming)."""
-    if cfg.source == "webdataset":
-        from .webdataset import TarShards
-
-        return TarShards(cfg.shards)
-    if cfg.source == "hf_streaming":
-        from .streaming import HFStreamingShards
-
-        return HFStreamingShards(cfg)
-    raise ValueError(f"data.source={cfg.source!r} is not a streamed source (webdataset | hf_streaming).")
+def shard_source(cfg, seed: int = 0):
+    """The ShardSource of a streamed data.source."""
+    if not SOURCE_KINDS[cfg.source].streamed:
+        raise ValueError(f"data.source={cfg.source!r} is not a streamed source "
+                         f"({[k for k, v in SOURCE_KINDS.items() if v.streamed]}).")  # fmt: skip
+    return SOURCES[cfg.source](cfg, seed)
 
 
 def build_batches(cfg, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, models=None):
@@ -45,10 +64,10 @@ def build_batches(cfg, batch_size: int, rank: int = 0, world_size: int = 1, seed
             raise ValueError("data.cache_dir: pass the run's models so the cache key can be checked.")
         key = cache_key(models.vae, models.text_encoder, models.tokenizer, cfg)
         dataset = CachedLatents(cfg.cache_dir, key, encoder_dtypes(models.vae, models.text_encoder))
-    elif cfg.source == "hf":
+    elif not SOURCE_KINDS[cfg.source].streamed:
         dataset = build_dataset(cfg, seed)
     else:
-        return StreamingBatches(shard_source(cfg), cfg, batch_size, rank, world_size, seed, cfg.num_workers)
+        return StreamingBatches(shard_source(cfg, seed), cfg, batch_size, rank, world_size, seed, cfg.num_workers)
     return ResumableBatches(dataset, batch_size, rank, world_size, seed, cfg.num_workers)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
 from ..hub import is_local_path, offline
+from ..source_kinds import SOURCE_KINDS
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
 from .engine_choice import EngineChoice, resolve_engine
 from .resume import resume_changes
@@ -150,7 +151,7 @@ def check_data(cfg: Config) -> None:
             raise ConfigError(f"data.cache_dir={d.cache_dir}: no finished cache there (no manifest.json); build it "
                               "with lcm-distill-cache --config FILE --out DIR.")  # fmt: skip
         return
-    if d.source == "webdataset":
+    if SOURCE_KINDS[d.source].location_key == "shards":  # a shard list (brace patterns, globs, folders)
         from ..data.webdataset import expand_shards
 
         try:
