@@ -70,7 +70,8 @@ def test_a_new_source_is_its_two_registry_lines(monkeypatch, tmp_path, image_dir
     from lcm_distill.source_kinds import SOURCE_KINDS, SourceKind
 
     class ToyShards:  # two shards of three generated images each
-        urls = ["toy://0", "toy://1"]
+        def __init__(self) -> None:
+            self.urls = ["toy://0", "toy://1"]
 
         def open(self, shard: int):
             for i in range(3):
