@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .conventions import DEFAULT_GUIDANCE_SCALE, num_train_timesteps, omega_from_guidance_scale
+from .conventions import DEFAULT_GUIDANCE_SCALE, grid_problem, num_train_timesteps, omega_from_guidance_scale
 from .errors import ConfigError
 from .objective_kinds import OBJECTIVE_KINDS
 from .source_kinds import SOURCE_KINDS, sources_where
@@ -97,12 +97,10 @@ def validate(cfg: Config) -> Config:
             f"objective.omega_min={cfg.objective.omega_min} exceeds objective.omega_max={cfg.objective.omega_max}."
         )
     T, where = _teacher_timesteps(cfg)
-    if cfg.objective.num_points > T or T % cfg.objective.num_points:
-        divisors = [d for d in range(10, min(T, 200) + 1) if T % d == 0][:6]
-        raise ConfigError(
-            f"objective.num_points={cfg.objective.num_points} must divide the teacher's num_train_timesteps T={T} "
-            f"({where}) so the skipping grid ends at T-1; use e.g. {divisors}."
-        )
+    problem = grid_problem(T, cfg.objective.num_points)
+    if problem:
+        raise ConfigError(f"objective.num_points={cfg.objective.num_points} does not fit the teacher's T={T} "
+                          f"({where}): {problem}")  # fmt: skip
     if not 0.0 <= cfg.train.ema_decay <= 1.0:
         raise ConfigError(f"train.ema_decay={cfg.train.ema_decay} must lie in [0, 1].")
     if o.curriculum != "none":

@@ -47,6 +47,20 @@ def guidance_scale_from_omega(omega: G) -> G:
     return omega + 1
 
 
+def grid_problem(num_train_timesteps: int, num_points: int) -> str | None:
+    """Why ``num_points`` solver points cannot form the skipping grid over T = ``num_train_timesteps`` (None: they
+    can). N must divide T so that k = T / N and the grid [k-1, 2k-1, ..., T-1] ends at T-1 (LCM paper §4.3, diffusers'
+    trailing spacing). The one check behind the config check, the preflight and SkippingGrid."""
+    T, N = num_train_timesteps, num_points
+    if N < 1 or N > T:
+        return f"num_points (N={N}) must lie in [1, num_train_timesteps={T}]."
+    if T % N:
+        divisors = ", ".join(str(d) for d in range(10, min(T, 200) + 1) if T % d == 0)
+        return (f"num_points (N={N}) must divide num_train_timesteps ({T}) so the grid ends at t={T - 1}; pick a "
+                f"divisor such as {divisors}.")
+    return None
+
+
 def num_train_timesteps(scheduler_config: Mapping[str, Any]) -> int:
     """T of a diffusers scheduler config (dict or FrozenDict), with diffusers' default when the key is absent."""
     return int(scheduler_config.get("num_train_timesteps", DEFAULT_NUM_TRAIN_TIMESTEPS))

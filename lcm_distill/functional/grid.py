@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..conventions import DEFAULT_NUM_TRAIN_TIMESTEPS
+from ..conventions import DEFAULT_NUM_TRAIN_TIMESTEPS, grid_problem
 
 TIMESTEP_SAMPLINGS = ("uniform", "high_noise")  # objective.timestep_sampling
 
@@ -45,14 +45,9 @@ class SkippingGrid:
     num_points: int = 50
 
     def __post_init__(self) -> None:
-        T, N = self.num_train_timesteps, self.num_points
-        if N < 1 or N > T:
-            raise ValueError(f"num_points (N={N}) must lie in [1, num_train_timesteps={T}].")
-        if T % N != 0:
-            raise ValueError(
-                f"num_points (N={N}) must divide num_train_timesteps ({T}) so the grid ends at t={T - 1}; "
-                f"pick a divisor such as {', '.join(str(d) for d in range(10, min(T, 200) + 1) if T % d == 0)}."
-            )
+        problem = grid_problem(self.num_train_timesteps, self.num_points)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def k(self) -> int:
