@@ -22,6 +22,7 @@ import torch
 
 from ..config import Config, ConfigError, load_config
 from ..conventions import DTYPE_NAMES, dtype_arg
+from ..objective_kinds import OBJECTIVE_KINDS
 
 logger = logging.getLogger("lcm_distill.cli.cache")
 
@@ -62,11 +63,10 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     from ..data import StreamingBatches, shard_source
     from ..data.latent_cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
     from ..models import encode_images, encode_prompts, load_frozen_encoders
-    from ..objectives import OBJECTIVES
     from ..source_kinds import SOURCE_KINDS
 
     data = cache_data_config(cfg.data)
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, OBJECTIVES[cfg.objective.kind].needs_teacher)
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher)
     vae, text_encoder = vae.to(device), text_encoder.to(device)
     key = cache_key(vae, text_encoder, tokenizer, data)
     writer = CacheWriter(out, rank, dtype, shard_size)
@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         # The run config may point data.cache_dir at the folder being built; reading the source is what we want.
         cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null"])
         from ..engine.preflight import check_data, check_model_folder
-        from ..objective_kinds import OBJECTIVE_KINDS
 
         lcf_start = not OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and cfg.model.student
         source = cfg.model.student if lcf_start else cfg.model.teacher

@@ -182,10 +182,12 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         run_validation(accelerator, cfg, models, parallel.full_module(student), state.step,
                        target=parallel.full_module(models.target, student=False))
 
+    def advice() -> str:  # read only when a run of non-finite steps stops it
+        return _checkpoint_advice(tc.output_dir, initial_max_w)
+
     with _StopFlag() as stop:
         while state.step < tc.max_train_steps:
             result = run.step(state.step, data_iter)
-            advice = lambda: _checkpoint_advice(tc.output_dir, initial_max_w)  # noqa: E731
             if not state.account(result, tc.max_nonfinite_steps, batches.position.skipped_samples, advice,
                                  cfg.optim.learning_rate):  # fmt: skip
                 continue

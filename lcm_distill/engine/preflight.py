@@ -200,13 +200,13 @@ def check_output_dir(out: Path, create: bool) -> None:
 
 def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, dry_run: bool = False) -> Plan:
     """Run every up-front check; see the module docstring. ``dry_run``: check only, change nothing on disk."""
-    from ..objectives import OBJECTIVES
+    from ..objective_kinds import OBJECTIVE_KINDS
 
     main = int(os.environ.get("RANK", "0")) == 0
     layout = RunLayout(cfg.train.output_dir)
     check_output_dir(layout.root, create=not dry_run and main)
     engine = resolve_engine(cfg)  # DDP / FSDP2 / ZeRO-2 settings and launcher fields, before anything else
-    plan = Plan(check_models(cfg, OBJECTIVES[cfg.objective.kind].needs_teacher), engine=engine)
+    plan = Plan(check_models(cfg, OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher), engine=engine)
     check_data(cfg)
     existing = list_checkpoints(layout.root)
     if resume is None and existing:

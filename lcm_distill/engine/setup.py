@@ -15,7 +15,8 @@ import torch
 from ..config import Config
 from ..data import build_batches
 from ..models import Models, load_models
-from ..objectives import OBJECTIVES, ConsistencyStep
+from ..objective_kinds import OBJECTIVE_KINDS
+from ..objectives import ConsistencyStep
 from .parallel import Parallel
 from .preflight import check_resolution
 from .step import TrainStep
@@ -44,7 +45,7 @@ def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
 
 def load_run_models(cfg: Config) -> Models:
     """The run's networks: :func:`~lcm_distill.models.load_models` given the keys of ``cfg`` it needs."""
-    return load_models(cfg.model, with_teacher=OBJECTIVES[cfg.objective.kind].needs_teacher,
+    return load_models(cfg.model, with_teacher=OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher,
                        with_target=cfg.train.ema_decay > 0, seed=cfg.train.seed)  # fmt: skip
 
 
