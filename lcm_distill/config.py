@@ -87,6 +87,7 @@ class DataConfig:
     min_width: int = 0  # original width (original_width | WIDTH | width) >= this; 0: off
     min_height: int = 0
     max_pwatermark: float | None = None  # pwatermark <= this
+    max_punsafe: float | None = None  # punsafe (LAION's NSFW probability) <= this
     min_aesthetic: float | None = None  # aesthetic | AESTHETIC_SCORE >= this
     cache_dir: str | None = None  # latent/text cache from `lcm-distill-cache` (replaces the VAE + text encoder)
 

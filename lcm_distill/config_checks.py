@@ -180,5 +180,7 @@ def _validate_data(d: DataConfig) -> None:
     for key in ("shuffle_buffer", "min_width", "min_height", "num_workers"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}={getattr(d, key)} must be >= 0.")
-    if d.max_pwatermark is not None and not 0.0 <= d.max_pwatermark <= 1.0:
-        raise ConfigError(f"data.max_pwatermark={d.max_pwatermark} must lie in [0, 1] (a probability).")
+    for key in ("max_pwatermark", "max_punsafe"):
+        value = getattr(d, key)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.{key}={value} must lie in [0, 1] (a probability).")

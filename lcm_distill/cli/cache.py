@@ -33,12 +33,17 @@ def _map_style_batches(cfg, batch_size: int, rank: int, world: int, seed: int) -
 
     dataset = build_dataset(cfg, seed)
     rows = list(range(rank, len(dataset), world))
+    filtered = getattr(dataset, "filtered_rows", 0) if rank == 0 else 0  # removed when opened: counted once
     chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
     def collate(items: list[tuple[int, dict | None]]) -> dict:
         batch = collate_skipping([s for _, s in items])
         batch["keys"] = [str(i) for i, s in items if s is not None]
+        batch["filtered"] = 0
         return batch
+
+    if filtered:
+        yield {"pixel_values": None, "skipped": 0, "filtered": filtered, "keys": [], "captions": []}
 
     loader = torch.utils.data.DataLoader(
         _Keyed(dataset), batch_sampler=chunks, collate_fn=collate, num_workers=cfg.num_workers
@@ -71,12 +76,14 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     key = cache_key(vae, text_encoder, tokenizer, data)
     writer = CacheWriter(out, rank, dtype, shard_size)
     skipped = filtered = 0
+    lost: list[str] = []
     if not SOURCE_KINDS[data.source].streamed:
         batches = _map_style_batches(data, batch_size, rank, world, cfg.train.seed)
     else:  # one pass over this rank's shards, in shard order (no shuffle)
         streaming = StreamingBatches(shard_source(data, cfg.train.seed), data, batch_size, rank, world, cfg.train.seed,
                                      data.num_workers)  # fmt: skip
         batches = streaming.batches(endless=False)
+        lost = streaming.position.lost_shards  # filled as the batches are read
     for batch in batches:
         skipped += batch["skipped"]
         filtered += batch.get("filtered", 0)
@@ -85,7 +92,7 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
         mean, std = encode_images(vae, batch["pixel_values"].to(device))
         embeds = encode_prompts(tokenizer, text_encoder, batch["captions"])
         writer.add(mean, std, embeds, batch["keys"], batch["captions"])
-    info = {"skipped_samples": skipped, "filtered_samples": filtered}
+    info = {"skipped_samples": skipped, "filtered_samples": filtered, "lost_shards": list(lost)}
     info["encoder_dtypes"] = encoder_dtypes(vae, text_encoder)
     writer.close(key, info)
     return {"rank": rank, "files": writer.files, **info}
@@ -151,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = finalize_cache(out, world, extra)  # fmt: skip
         print(f"cached {manifest['samples']} samples ({manifest['skipped_samples']} unreadable, "
               f"{manifest['filtered_samples']} filtered) in {len(manifest['files'])} files under {out}")  # fmt: skip
+        for lost in manifest["lost_shards"]:
+            print(f"lcm-distill-cache: warning: shard lost (read error; its rest is not cached): {lost}",
+                  file=sys.stderr)  # fmt: skip
     state.wait_for_everyone()
     return 0
 

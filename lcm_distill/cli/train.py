@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None, kind: str | None = None, prog: str = "lc
         print(f"{result.status} at step {result.step}; output in {result.output_dir}; "
               f"last checkpoint {result.last_checkpoint}; skipped samples {result.skipped_samples}; "
               f"non-finite steps {result.nonfinite_total}")  # fmt: skip
+        counts = {k: v for k, v in result.data.items() if k != "lost_shards" and v}
+        if counts:
+            print("data: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for lost in result.data.get("lost_shards", []):
+            print(f"warning: shard lost (read error; the rest of it was not trained on): {lost}")
     return 0
 
 

@@ -9,14 +9,15 @@ from collections.abc import Callable
 
 from ..source_kinds import SOURCE_KINDS
 from .batch import DataError
-from .hf import CaptionedImages, load_hf_dataset
+from .hf import CaptionedImages, filtered_hf_dataset, load_hf_dataset
 from .iterable import ShardPosition, StreamingBatches
 from .latent_cache import CachedLatents, cache_key, encoder_dtypes
 from .loader import DataPosition, ResumableBatches, collate_skipping
 
 
 def _hf(cfg, seed: int):
-    return CaptionedImages(load_hf_dataset(cfg), cfg, seed)
+    rows, filtered = filtered_hf_dataset(cfg)
+    return CaptionedImages(rows, cfg, seed, filtered)
 
 
 def _hf_streaming(cfg, seed: int):

@@ -32,6 +32,7 @@ class Sample(TypedDict, total=False):
     latent_mean: Tensor  # cache only: VAE posterior mean x scaling factor (C, h, w)
     latent_std: Tensor
     prompt_embeds: Tensor  # cache only: text-encoder hidden states (77, D)
+    upscaled: bool  # the stored image's shorter side was below data.resolution (it was enlarged)
 
 
 class Batch(TypedDict):
@@ -45,6 +46,7 @@ class Batch(TypedDict):
     prompt_embeds: Tensor | None
     skipped: int  # unreadable samples dropped from this batch
     missing_captions: int  # delivered samples whose caption was missing or empty (trained as "")
+    upscaled: int  # delivered samples stored smaller than data.resolution (enlarged: blurrier than the recipe wants)
 
 
 class StreamBatch(Batch):
@@ -56,6 +58,7 @@ class StreamBatch(Batch):
     finished: list[tuple[int, int, int]]  # (epoch, virtual shard, samples) read to the end
     filtered: int  # rejected by the metadata filters since the previous batch
     truncated: int  # shards that ended in a read error since the previous batch (their rest is lost)
+    lost: list[str]  # those shards' names, with the error
 
 
 def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
@@ -76,6 +79,7 @@ def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
         prompt_embeds=stack("prompt_embeds"),
         skipped=skipped + len(samples) - len(good),
         missing_captions=sum(1 for c in captions if not c) if good and "pixel_values" in good[0] else 0,
+        upscaled=sum(1 for s in good if s.get("upscaled")),
     )
 
 
@@ -85,13 +89,15 @@ def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name:
     from .transforms import pick_caption, prepare_image
 
     try:
-        pixels = prepare_image(
-            open_image(image), cfg.resolution, rng, cfg.center_crop, cfg.random_flip, cfg.interpolation
-        )
+        img = open_image(image)
+        pixels = prepare_image(img, cfg.resolution, rng, cfg.center_crop, cfg.random_flip, cfg.interpolation)
     except Exception as err:  # corrupt / unreadable sample: skipped and counted, never fatal
         logger.debug("skipping sample %s: %s", name, err)
         return None
-    return Sample(pixel_values=pixels, caption=pick_caption(caption, rng))
+    sample = Sample(pixel_values=pixels, caption=pick_caption(caption, rng))
+    if min(img.size) < cfg.resolution:
+        sample["upscaled"] = True  # counted (upscaled_samples); the training loop warns once per run
+    return sample
 
 
 def open_image(value: Any) -> Image.Image:

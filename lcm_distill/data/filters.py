@@ -15,8 +15,9 @@ from typing import Any
 WIDTH_FIELDS = ("original_width", "WIDTH", "width")
 HEIGHT_FIELDS = ("original_height", "HEIGHT", "height")
 WATERMARK_FIELDS = ("pwatermark", "PWATERMARK")
+UNSAFE_FIELDS = ("punsafe", "PUNSAFE")
 AESTHETIC_FIELDS = ("aesthetic", "AESTHETIC_SCORE", "aesthetic_score")
-METADATA_FIELDS = WIDTH_FIELDS + HEIGHT_FIELDS + WATERMARK_FIELDS + AESTHETIC_FIELDS
+METADATA_FIELDS = WIDTH_FIELDS + HEIGHT_FIELDS + WATERMARK_FIELDS + UNSAFE_FIELDS + AESTHETIC_FIELDS
 
 
 def _first(meta: Mapping[str, Any], names: tuple[str, ...]) -> float | None:
@@ -33,22 +34,24 @@ def _first(meta: Mapping[str, Any], names: tuple[str, ...]) -> float | None:
 
 @dataclass(frozen=True)
 class MetadataFilter:
-    """The data.min_width / min_height / max_pwatermark / min_aesthetic filters of a run."""
+    """The data.min_width / min_height / max_pwatermark / max_punsafe / min_aesthetic filters of a run."""
 
     min_width: int = 0
     min_height: int = 0
     max_pwatermark: float | None = None
     min_aesthetic: float | None = None
+    max_punsafe: float | None = None  # LAION's NSFW probability (img2dataset keeps it with save_additional_columns)
 
     @classmethod
     def from_config(cls, cfg) -> MetadataFilter:
-        return cls(cfg.min_width, cfg.min_height, cfg.max_pwatermark, cfg.min_aesthetic)
+        return cls(cfg.min_width, cfg.min_height, cfg.max_pwatermark, cfg.min_aesthetic, cfg.max_punsafe)
 
     @property
     def active(self) -> bool:
         return (
             bool(self.min_width or self.min_height)
             or self.max_pwatermark is not None
+            or self.max_punsafe is not None
             or (self.min_aesthetic is not None)
         )
 
@@ -64,6 +67,9 @@ class MetadataFilter:
         watermark = _first(meta, WATERMARK_FIELDS)
         if self.max_pwatermark is not None and watermark is not None and watermark > self.max_pwatermark:
             return "max_pwatermark"
+        unsafe = _first(meta, UNSAFE_FIELDS)
+        if self.max_punsafe is not None and unsafe is not None and unsafe > self.max_punsafe:
+            return "max_punsafe"
         aesthetic = _first(meta, AESTHETIC_FIELDS)
         if self.min_aesthetic is not None and aesthetic is not None and aesthetic < self.min_aesthetic:
             return "min_aesthetic"

@@ -52,26 +52,40 @@ def open_hf_dataset(cfg: DataConfig, streaming: bool = False):
 
 def load_hf_dataset(cfg: DataConfig):
     """The map-style split named by ``data.dataset``: image column undecoded, metadata filters applied."""
+    return filtered_hf_dataset(cfg)[0]
+
+
+def filtered_hf_dataset(cfg: DataConfig):
+    """(rows, how many rows the metadata filters removed): :func:`load_hf_dataset` with the count it reports."""
     ds = open_hf_dataset(cfg)
     filt = MetadataFilter.from_config(cfg)
     fields = [c for c in METADATA_FIELDS if c in ds.column_names]
+    before = len(ds)
     if filt.active and fields:
         ds = ds.filter(lambda *values: filt.rejects(dict(zip(fields, values, strict=True))) is None,
                        input_columns=fields)  # fmt: skip
+        logger.info("data filters kept %d of %d rows of %s", len(ds), before, cfg.dataset)
+    elif filt.active:
+        logger.warning("data.min_*/max_* filters are set but %s has none of their columns (%s); nothing is filtered",
+                       cfg.dataset, ", ".join(METADATA_FIELDS))  # fmt: skip
+    filtered = before - len(ds)
     if cfg.max_samples is not None:
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     if len(ds) == 0:
         raise ValueError(
-            f"data.dataset={cfg.dataset!r} (split {cfg.split!r}) has no rows; point it at captioned images."
+            f"data.dataset={cfg.dataset!r} (split {cfg.split!r}) has no rows"
+            + (f" ({filtered} removed by the data.min_*/max_* filters)" if filtered else "")
+            + "; point it at captioned images."
         )
-    return ds
+    return ds, filtered
 
 
 class CaptionedImages(torch.utils.data.Dataset):
     """Map-style dataset yielding {"pixel_values", "caption"} or None for an unreadable sample."""
 
-    def __init__(self, rows, cfg: DataConfig, seed: int = 0) -> None:
+    def __init__(self, rows, cfg: DataConfig, seed: int = 0, filtered_rows: int = 0) -> None:
         self.rows, self.cfg, self.seed = rows, cfg, seed
+        self.filtered_rows = filtered_rows  # removed by the metadata filters (reported as filtered_samples)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -46,7 +46,7 @@ DECODE_FAILURE_LIMIT = 1000  # this many undecodable samples in a row on one rea
 class ShardSource(Protocol):
     """Yields raw records {"key", "image", "caption", "meta", "error"} of one shard, in a fixed order."""
 
-    urls: list[str]  # one name per shard; their hash identifies the shard list in checkpoints
+    urls: list[str]  # one URL per shard; the hash of their file names identifies the shard list in checkpoints
 
     def open(self, shard: int) -> Iterator[dict]: ...
 
@@ -77,8 +77,25 @@ class ShardPlan:
         """(real shard, part)."""
         return divmod(virtual, self.parts)
 
+    def share_imbalance(self, num_workers: int) -> tuple[int, int]:
+        """(fewest, most) virtual shards a reader (rank x loader worker) gets per epoch. Each reader cycles its own
+        shards, so with unequal shares the shards of a small share are read most/fewest times as often."""
+        workers = max(1, num_workers)
+        per_rank = [len(range(r, self.num_virtual, self.world)) for r in range(self.world)]
+        shares = [len(range(w, n, workers)) for n in per_rank for w in range(workers)]
+        return min(shares), max(shares)
+
 
 def fingerprint(urls: list[str]) -> str:
+    """The shard list's identity in a data position: shard file names in order, not folders (a moved copy of the
+    same shards resumes; data.webdataset.shard_name)."""
+    from .webdataset import shard_name
+
+    return hashlib.sha256("\n".join(shard_name(u) for u in urls).encode()).hexdigest()[:16]
+
+
+def legacy_fingerprint(urls: list[str]) -> str:
+    """Before 0.2.0 the whole URLs were hashed; such a checkpoint still resumes from the same URLs."""
     return hashlib.sha256("\n".join(urls).encode()).hexdigest()[:16]
 
 
@@ -89,6 +106,7 @@ class ShardPosition:
     plan: ShardPlan
     rank: int
     fingerprint: str
+    legacy: str = ""  # the pre-0.2.0 fingerprint of the same list (accepted on load)
     epoch: int = 0  # oldest epoch with samples this rank has not consumed
     done: dict[int, set[int]] = field(default_factory=dict)  # epoch -> virtual shards fully consumed
     partial: dict[tuple[int, int], list] = field(default_factory=dict)  # (epoch, v) -> [prefix, extra, total]
@@ -97,6 +115,8 @@ class ShardPosition:
     filtered_samples: int = 0  # rejected by the metadata filters
     missing_captions: int = 0  # delivered with an empty caption
     truncated_shards: int = 0  # shards whose read ended in an error (the rest of each is lost, count unknown)
+    lost_shards: list[str] = field(default_factory=list)  # "name: error" of those shards (each once)
+    upscaled_samples: int = 0  # delivered samples stored smaller than data.resolution
 
     def is_done(self, epoch: int, v: int) -> bool:
         return v in self.done.get(epoch, ()) or epoch < self.epoch
@@ -140,6 +160,10 @@ class ShardPosition:
         self.filtered_samples += batch["filtered"]
         self.missing_captions += batch["missing_captions"]
         self.truncated_shards += batch["truncated"]
+        self.upscaled_samples += batch.get("upscaled", 0)
+        for lost in batch.get("lost", ()):
+            if lost not in self.lost_shards:
+                self.lost_shards.append(lost)
 
     def state_dict(self) -> dict:
         return {
@@ -149,14 +173,15 @@ class ShardPosition:
             "partial": [[e, v, p, sorted(x), t] for (e, v), (p, x, t) in sorted(self.partial.items())],
             "samples": self.samples, "skipped_samples": self.skipped_samples,
             "filtered_samples": self.filtered_samples, "missing_captions": self.missing_captions,
-            "truncated_shards": self.truncated_shards,
+            "truncated_shards": self.truncated_shards, "lost_shards": list(self.lost_shards),
+            "upscaled_samples": self.upscaled_samples,
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != "shards":
             raise ValueError("the checkpoint's data position is from a map-style source (data.source=hf); resume "
                              "with the data.source it was trained with.")  # fmt: skip
-        if state["fingerprint"] != self.fingerprint:
+        if state["fingerprint"] not in (self.fingerprint, self.legacy):
             raise ValueError("data.shards (or data.dataset) lists other shards than the checkpointed run; resume "
                              "with the same shard list, or start a new run.")  # fmt: skip
         if state["world"] != self.plan.world or state["rank"] != self.rank:
@@ -172,6 +197,8 @@ class ShardPosition:
         self.filtered_samples = int(state["filtered_samples"])
         self.missing_captions = int(state.get("missing_captions", 0))
         self.truncated_shards = int(state.get("truncated_shards", 0))
+        self.lost_shards = list(state.get("lost_shards", []))
+        self.upscaled_samples = int(state.get("upscaled_samples", 0))
 
 
 class _Accounting:
@@ -180,11 +207,12 @@ class _Accounting:
     def __init__(self) -> None:
         self.dropped: list[tuple[int, int, int]] = []
         self.finished: list[tuple[int, int, int]] = []
+        self.lost: list[str] = []
         self.skipped = self.filtered = self.truncated = 0
 
     def flush(self) -> dict:
         out = {"dropped": self.dropped, "finished": self.finished, "skipped": self.skipped, "filtered": self.filtered,
-               "truncated": self.truncated}  # fmt: skip
+               "truncated": self.truncated, "lost": self.lost}  # fmt: skip
         self.__init__()
         return out
 
@@ -249,6 +277,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                     logger.warning("shard %s: %s; skipping the rest of it (counted in truncated_shards)",
                                    self.source.urls[shard], err)  # fmt: skip
                     acc.truncated += 1
+                    acc.lost.append(f"{self.source.urls[shard]}: {err}")
                 acc.finished.append((epoch, v, total))
             if self.shuffle_buffer > passed > 0 and not self._warned_buffer:
                 self._warned_buffer = True
@@ -331,7 +360,16 @@ class StreamingBatches:
             raise DataError("the data source has no shards; check data.shards / data.dataset.")
         self.source, self.cfg, self.batch_size, self.seed, self.num_workers = source, cfg, batch_size, seed, num_workers
         plan = ShardPlan.build(len(source.urls), world_size, num_workers, seed)
-        self.position = ShardPosition(plan, rank, fingerprint(source.urls))
+        fewest, most = plan.share_imbalance(num_workers)
+        if rank == 0 and fewest and most >= 1.25 * fewest:
+            logger.warning(
+                "%d shards over %d readers (%d processes x data.num_workers=%d): some readers get %d shards per "
+                "epoch, others %d, and each cycles its own, so shards of the small shares are read up to %.1fx as "
+                "often. Choose data.num_workers so that processes x workers divides %d, or add shards.",
+                len(source.urls), world_size * max(1, num_workers), world_size, num_workers, most, fewest,
+                most / fewest, plan.num_virtual,
+            )  # fmt: skip
+        self.position = ShardPosition(plan, rank, fingerprint(source.urls), legacy=legacy_fingerprint(source.urls))
 
     def stream(self, endless: bool = True) -> ShardStream:
         """The reader; it gets a snapshot of the position (what to skip), never the live one the loop updates."""

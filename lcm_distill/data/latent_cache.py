@@ -167,6 +167,7 @@ def finalize_cache(out_dir: str | Path, world: int, extra: dict | None = None) -
         "samples": sum(f["count"] for f in files),
         "skipped_samples": sum(p.get("skipped_samples", 0) for p in parts),
         "filtered_samples": sum(p.get("filtered_samples", 0) for p in parts),
+        "lost_shards": [s for p in parts for s in p.get("lost_shards", [])],  # read errors: their rest is missing
         "transforms": "center crop, no flip (random crop/flip cannot be cached)", **(extra or {}),
     }  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))

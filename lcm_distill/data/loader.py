@@ -23,15 +23,19 @@ class DataPosition:
     batches: int = 0  # global micro-batches consumed in this epoch
     skipped_samples: int = 0  # unreadable/corrupt samples dropped so far (this rank)
     missing_captions: int = 0  # samples trained with an empty caption (missing or "" in the caption column)
+    upscaled_samples: int = 0  # delivered samples stored smaller than data.resolution (enlarged)
+    filtered_samples: int = 0  # rows the data.min_*/max_* filters removed when the dataset was opened (not per epoch)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches": self.batches, "skipped_samples": self.skipped_samples,
-                "missing_captions": self.missing_captions}  # fmt: skip
+                "missing_captions": self.missing_captions, "upscaled_samples": self.upscaled_samples,
+                "filtered_samples": self.filtered_samples}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self.skipped_samples = int(state.get("skipped_samples", 0))
         self.missing_captions = int(state.get("missing_captions", 0))
+        self.upscaled_samples = int(state.get("upscaled_samples", 0))
 
 
 class _EpochBatchSampler(torch.utils.data.Sampler):
@@ -70,7 +74,7 @@ class ResumableBatches:
             )
         self.dataset, self.batch_size, self.rank, self.world = dataset, batch_size, rank, world_size
         self.seed, self.num_workers = seed, num_workers
-        self.position = DataPosition()
+        self.position = DataPosition(filtered_samples=getattr(dataset, "filtered_rows", 0))
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -86,6 +90,7 @@ class ResumableBatches:
                 pos.batches += 1
                 pos.skipped_samples += batch["skipped"]
                 pos.missing_captions += batch["missing_captions"]
+                pos.upscaled_samples += batch["upscaled"]
                 seen_good = seen_good or len(batch["captions"]) > 0
                 yield batch
             if not seen_good and sampler.start == 0:

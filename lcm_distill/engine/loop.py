@@ -9,12 +9,13 @@ non-finite losses skipped and counted, validation grids, export of student/targe
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -97,6 +98,7 @@ class TrainResult:
     nonfinite_total: int
     skipped_samples: int
     is_main_process: bool = True
+    data: dict = field(default_factory=dict)  # this rank's data counters and lost shards (also in run_summary.json)
 
 
 class _StopFlag:
@@ -170,11 +172,13 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     initial_max_w = parallel.max_abs_weight(student)  # collective: every rank computes it
     initial_max_w = state.initial_max_abs_weight = state.initial_max_abs_weight or initial_max_w
     status = "finished"
+    shards = _shard_identity(batches)
+    warned_upscaled = False
 
     def checkpoint() -> Path:
         state.data = _data_state(accelerator, batches.position)
         extra = {"max_abs_weight": parallel.max_abs_weight(student), "loss": losses[-1] if losses else None,
-                 "engine": parallel.name}  # fmt: skip
+                 "engine": parallel.name, **({"data_shards": shards} if shards else {})}  # fmt: skip
         return save_checkpoint(accelerator, tc.output_dir, state.step, tc.checkpoints_keep, config_yaml, extra,
                                save_extra=lambda folder: parallel.save_state(folder, student, optimizer, models.target))
 
@@ -195,6 +199,10 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             losses.append(result.loss)
             t_last = _report(accelerator, progress, state, result, lr_schedule, batches.position, global_batch,
                              t_last, tc.log_every)  # fmt: skip
+            if not warned_upscaled and getattr(batches.position, "upscaled_samples", 0):
+                warned_upscaled = True
+                logger.warning(UPSCALED_WARNING, batches.position.upscaled_samples, state.step, cfg.data.resolution,
+                               cfg.data.resolution)  # fmt: skip
             stop_now = _agree(accelerator, stop.requested) or (stop_after is not None and state.step >= stop_after)
             if state.step % tc.checkpoint_every == 0 or stop_now:
                 last_ckpt = checkpoint()
@@ -215,8 +223,15 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             export_pipelines(accelerator, cfg, models, parallel.full_module(student),
                              target=parallel.full_module(models.target, student=False))
     accelerator.end_training()
+    data = data_summary(state.data)
+    if accelerator.is_main_process:
+        summary = {"status": status, "step": state.step, "last_checkpoint": str(last_ckpt),
+                   "nonfinite_total": state.nonfinite_total, "data": data}  # fmt: skip
+        (layout.root / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        for lost in data.get("lost_shards", []):
+            logger.warning("shard lost (read error; the rest of it was not trained on): %s", lost)
     return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
-                       batches.position.skipped_samples, accelerator.is_main_process)  # fmt: skip
+                       batches.position.skipped_samples, accelerator.is_main_process, data)  # fmt: skip
 
 
 def _resume(plan, accelerator, parallel: Parallel, run, state: EngineState, global_batch: int) -> None:
@@ -282,8 +297,37 @@ def _check_resumed_batch(state: EngineState, global_batch: int, world: int, ckpt
 
 def data_counters(position) -> dict[str, int]:
     """What the data source dropped or patched so far (this rank), for the progress bar and tensorboard."""
-    names = ("skipped_samples", "filtered_samples", "missing_captions", "truncated_shards")
+    names = ("skipped_samples", "filtered_samples", "missing_captions", "truncated_shards", "upscaled_samples")
     return {n: int(getattr(position, n)) for n in names if hasattr(position, n)}
+
+
+def _shard_identity(batches) -> dict | None:
+    """A webdataset run's shard names and sizes, for the checkpoint manifest (engine/preflight.py compares them when
+    a run resumes, so a moved copy of the shards resumes and another set is refused before models load)."""
+    from ..data.webdataset import TarShards, shard_identity
+
+    source = getattr(batches, "source", None)
+    return shard_identity(source.urls) if isinstance(source, TarShards) else None
+
+
+UPSCALED_WARNING = (
+    "%d samples of the first %d steps were stored smaller than data.resolution=%d and were enlarged (blurry training "
+    "targets; counted as upscaled_samples). img2dataset stores 256 px unless given --image_size %d; the "
+    "data.min_width/min_height filters read the original size, not the stored one."
+)
+SUMMARY_FILE = "run_summary.json"  # written at the end of every run: status, step and what the data source dropped
+
+
+def data_summary(data: dict | None) -> dict:
+    """Every rank's data counters summed and lost shards listed, from the data state of the last checkpoint."""
+    ranks = (data or {}).get("per_rank", [data] if data else [])
+    out: dict = {}
+    for own in ranks:
+        for key, value in own.items():
+            if key.endswith(("_samples", "_captions", "_shards")) and isinstance(value, int):
+                out[key] = out.get(key, 0) + value
+        out.setdefault("lost_shards", []).extend(own.get("lost_shards", []))
+    return out
 
 
 def _data_state(accelerator, position) -> dict:

@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from ..config import Config
+from ..hub import is_local_path
 from ..models import Models
 from ..objective_kinds import OBJECTIVE_KINDS
+from ..source_kinds import SOURCE_KINDS
 from .checkpoint import CONFIG_FILE, RunLayout
 from .faults import fault_point
 
@@ -90,6 +92,18 @@ def run_validation(accelerator, cfg: Config, models: Models, student, step: int,
     return paths
 
 
+FILTER_KEYS = ("min_width", "min_height", "max_pwatermark", "max_punsafe", "min_aesthetic")
+
+
+def data_description(d) -> str:
+    """What the card says the model was trained on: the dataset or shard list, and the filters that were on."""
+    kind = SOURCE_KINDS[d.source]
+    where = d.shards if kind.location_key == "shards" else d.dataset
+    what = f"{d.source} {where}" if where else f"{d.source} (location not given)"
+    filters = [f"{k} {getattr(d, k)}" for k in FILTER_KEYS if getattr(d, k) not in (None, 0)]
+    return what + (f" (filters: {', '.join(filters)})" if filters else "") + f", at {d.resolution} px"
+
+
 def _card(cfg: Config):
     from ..export import ModelCardInfo
 
@@ -97,7 +111,8 @@ def _card(cfg: Config):
     return ModelCardInfo(
         base_model=base,
         method=OBJECTIVE_KINDS[cfg.objective.kind].label,
-        data_description=cfg.data.dataset,
+        data_description=data_description(cfg.data),
+        datasets=[cfg.data.dataset] if cfg.data.dataset and not is_local_path(cfg.data.dataset) else [],
         guidance_scale=cfg.train.validation_guidance_scale,
         omega_range=cfg.objective.omega_range,
         solver=cfg.objective.solver if OBJECTIVE_KINDS[cfg.objective.kind].uses_solver else None,

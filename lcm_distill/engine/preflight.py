@@ -10,7 +10,8 @@ Checks (each error is a ConfigError naming the key or file and what to do):
   (continue it) or ``--overwrite`` (delete its checkpoints) is given.
 - ``--resume``: the newest *complete and intact* checkpoint is chosen (manifest sizes and hashes; an older one
   when the newest is damaged, with a log line); settings that change the run's meaning are refused, the learning
-  rate is applied (engine/resume.py).
+  rate is applied (engine/resume.py); data.shards may point elsewhere when it lists the same shards (names, sizes)
+  as the checkpoint recorded.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
 from ..hub import is_local_path, offline
 from ..source_kinds import SOURCE_KINDS
-from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints
+from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints, read_manifest
 from .engine_choice import EngineChoice, resolve_engine
 from .resume import resume_changes
 
@@ -226,5 +227,25 @@ def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, d
             plan.notes.append(f"--resume {resume}: no checkpoint in {layout.checkpoints} yet; starting at step 0")
             logger.warning(plan.notes[-1])
         else:
-            plan.learning_rate_change = resume_changes(cfg, plan.checkpoint, layout)
+            moved = check_resumed_shards(cfg, plan.checkpoint)
+            plan.learning_rate_change = resume_changes(cfg, plan.checkpoint, layout, shards_checked=moved)
     return plan
+
+
+def check_resumed_shards(cfg: Config, checkpoint: Path) -> bool:
+    """Compare the shard list with the one ``checkpoint`` recorded (names in order, local sizes): a moved copy of the
+    same shards resumes, a different set is refused here, before models load. False when nothing was recorded
+    (checkpoints before 0.2.0 - then data.shards must be unchanged, engine/resume.py)."""
+    if cfg.data.cache_dir or SOURCE_KINDS[cfg.data.source].location_key != "shards":
+        return False
+    saved = read_manifest(checkpoint).get("data_shards")
+    if not saved:
+        return False
+    from ..data.webdataset import expand_shards, identity_difference, shard_identity
+
+    difference = identity_difference(saved, shard_identity(expand_shards(cfg.data.shards)))
+    if difference:
+        raise ConfigError(f"--resume {checkpoint}: data.shards={cfg.data.shards!r} is not the shard set the run was "
+                          f"trained on ({difference}). Point data.shards at the same shards (a moved copy is fine: "
+                          "same file names and sizes), or start a new run.")  # fmt: skip
+    return True

@@ -5,9 +5,10 @@
   (objective.*), the batch (train.per_device_batch_size, train.gradient_accumulation_steps), the seed, the target
   EMA and its schedule, the optimiser's form (optim.* except the learning rate and gradient clipping), and for a
   non-constant LR schedule its length (train.max_train_steps). The message names the keys and both values.
-- Applied, with a log line: optim.learning_rate (the restored LR schedule is rescaled to it),
-  optim.max_grad_norm, train.max_train_steps (constant schedules), and everything about logging, checkpoints,
-  validation and export.
+- Applied, with a log line: data.shards when it lists the same shards by name and size (a moved copy;
+  engine/preflight.py compares it with what the checkpoint recorded), optim.learning_rate (the restored LR
+  schedule is rescaled to it), optim.max_grad_norm, train.max_train_steps (constant schedules), and everything
+  about logging, checkpoints, validation and export.
 - The process count is checked by the data position (engine state) when the checkpoint is loaded.
 """
 
@@ -55,8 +56,12 @@ def saved_config(checkpoint: Path, layout: RunLayout) -> dict | None:
     return None
 
 
-def resume_changes(cfg: Config, checkpoint: Path, layout: RunLayout) -> tuple[float, float] | None:
-    """Refuse meaning-changing edits (ConfigError naming each key); return (saved, new) learning rate if it changed."""
+def resume_changes(cfg: Config, checkpoint: Path, layout: RunLayout,
+                   shards_checked: bool = False) -> tuple[float, float] | None:  # fmt: skip
+    """Refuse meaning-changing edits (ConfigError naming each key); return (saved, new) learning rate if it changed.
+
+    ``shards_checked``: the shard list was compared by identity (engine/preflight.py), so a new data.shards (the
+    same shards moved) is applied rather than refused."""
     saved = saved_config(checkpoint, layout)
     if saved is None:
         logger.warning("%s has no %s: cannot check that the resumed settings match the saved run", checkpoint,
@@ -67,7 +72,7 @@ def resume_changes(cfg: Config, checkpoint: Path, layout: RunLayout) -> tuple[fl
     constant = new.get("optim.lr_scheduler") in CONSTANT_SCHEDULES
     refused = sorted(
         k for k in changed
-        if k not in SPEED_ONLY and k not in APPLIED
+        if k not in SPEED_ONLY and k not in APPLIED and not (shards_checked and k == "data.shards")
         and (k.startswith(REFUSED_PREFIXES) or k in REFUSED_KEYS or (k == "train.max_train_steps" and not constant))
     )  # fmt: skip
     if refused:
