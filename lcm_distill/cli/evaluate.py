@@ -78,11 +78,15 @@ def _is_testbed(reference: str | None) -> bool:
 
 def check_args(args: argparse.Namespace) -> None:
     """Fail before loading anything, naming the flag at fault."""
-    from ..hub import is_local_path, offline
+    from ..hub import HubUnavailable, is_local_path, model_location
 
-    if not Path(args.model).expanduser().exists() and (offline() or is_local_path(args.model)):
-        raise FlagError(f"--model {args.model}: no such folder" + (" (HF_HUB_OFFLINE is set)" if offline() else ""))
-    if Path(args.model).exists() and not (Path(args.model) / "model_index.json").exists():
+    try:
+        model = model_location(args.model)  # offline: the hub id's cached snapshot folder
+    except HubUnavailable as err:
+        raise FlagError(f"--model {args.model}: {err}") from err
+    if is_local_path(model) and not Path(model).expanduser().is_dir():
+        raise FlagError(f"--model {args.model}: no such folder; give a diffusers pipeline folder or a Hub id.")
+    if Path(model).exists() and not (Path(model) / "model_index.json").exists():
         raise FlagError(f"--model {args.model}: not a diffusers pipeline folder (no model_index.json)")
     if any(s < 1 for s in args.steps):
         raise FlagError(f"--steps {args.steps}: every step count must be >= 1")
@@ -190,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError, OSError) as err:
             parser.error(f"--clip-model {args.clip_model} --clip-pretrained {args.clip_pretrained}: {err}")
 
-    pipe = load_pipeline(args.model, args.kind, args.device, dtype_from_name(args.dtype, "--dtype"),
+    from ..hub import model_location
+
+    pipe = load_pipeline(model_location(args.model), args.kind, args.device, dtype_from_name(args.dtype, "--dtype"),
                          args.timestep_spacing)
     call = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
     call |= {"cfg_scale": args.cfg_scale} if args.cfg_scale != 1.0 else {}

@@ -68,8 +68,14 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--image {args.image}: no such file.")
     if any(not p.strip() for p in args.prompt):
         parser.error("--prompt: empty prompt; give some text.")
-    model = Path(args.model)
-    if not model.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.model):
+    from ..hub import HubUnavailable, is_local_path, model_location
+
+    try:
+        args.location = model_location(args.model)  # offline: the hub id's cached snapshot folder
+    except HubUnavailable as err:
+        parser.error(f"--model {args.model}: {err}")
+    model = Path(args.location).expanduser()
+    if is_local_path(args.location) and not model.is_dir():
         parser.error(f"--model {args.model}: neither a local folder nor a Hub id of the form owner/name.")
     if model.exists() and not (model / "model_index.json").is_file():
         parser.error(f"--model {args.model}: the folder has no model_index.json (not a diffusers pipeline folder).")
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dtype = {} if args.dtype == "fp32" else {"torch_dtype": dtype_from_name(args.dtype, "--dtype")}
-        pipe = LCMPipeline.from_pretrained(args.model, **dtype)
+        pipe = LCMPipeline.from_pretrained(args.location, **dtype)
     except (OSError, ValueError) as err:
         parser.error(f"--model {args.model}: could not load a diffusers pipeline ({err}).")
     pipe = pipe.to(device)

@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = DataConfig(dataset=args.dataset, config_name=args.config_name, split=args.split,
                      image_column=args.image_column, caption_column=args.caption_column)  # fmt: skip
-    from ..hub import is_local_path, offline
+    from ..hub import HubUnavailable, dataset_location, is_local_path
 
-    if not is_local_path(args.dataset) and offline():
-        print(f"lcm-distill-split: --dataset {args.dataset}: not a local path, and the Hub is offline here "
-              "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); run this once while online, or pass a local folder.",
-              file=sys.stderr)  # fmt: skip
+    try:
+        dataset_location(args.dataset, args.config_name)  # offline: from the Hub cache or datasets' own cache
+    except HubUnavailable as err:
+        print(f"lcm-distill-split: --dataset {args.dataset}: {err}", file=sys.stderr)
         return 2
     if is_local_path(args.dataset) and not Path(args.dataset).expanduser().exists():
         print(f"lcm-distill-split: --dataset {args.dataset}: no such file or folder.", file=sys.stderr)

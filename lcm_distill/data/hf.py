@@ -39,8 +39,11 @@ def open_hf_dataset(cfg: DataConfig, streaming: bool = False):
             )
         else:
             raise ValueError(f"data.dataset={cfg.dataset!r}: a file must be .parquet, .csv, .json or .jsonl.")
-    else:
-        ds = datasets.load_dataset(cfg.dataset, cfg.config_name, split=cfg.split, streaming=streaming)
+    else:  # a hub id; offline, its cached snapshot (a hub repo layout, so datasets picks configs and splits)
+        from ..hub import dataset_location
+
+        location = dataset_location(cfg.dataset, cfg.config_name)
+        ds = datasets.load_dataset(location, cfg.config_name, split=cfg.split, streaming=streaming)
     columns = list(ds.features) if ds.features is not None else ds.column_names
     for key, col in (("data.image_column", cfg.image_column), ("data.caption_column", cfg.caption_column)):
         if col not in columns:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
-from ..hub import is_local_path, offline
+from ..hub import HubUnavailable, dataset_location, is_local_path, model_location
 from ..source_kinds import SOURCE_KINDS
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints, read_manifest
 from .engine_choice import EngineChoice, resolve_engine
@@ -59,8 +59,12 @@ def check_model_folder(key: str, source: str, revision: str | None, parts: tuple
     """The scheduler config of the diffusers pipeline ``source`` (``key`` names it in errors)."""
     from ..models import read_scheduler_config
 
-    path = Path(source).expanduser()
-    if is_local_path(source):
+    try:
+        location = model_location(source, revision)  # offline: the hub id's cached snapshot folder
+    except HubUnavailable as err:
+        raise ConfigError(f"{key}={source}: {err}") from err
+    path = Path(location).expanduser()
+    if is_local_path(location):
         if not path.is_dir():
             raise ConfigError(f"{key}={source}: no such folder. Give a diffusers pipeline folder (model_index.json, "
                               "unet/, vae/, ...) or a Hub id such as stabilityai/stable-diffusion-2-1.")  # fmt: skip
@@ -73,11 +77,10 @@ def check_model_folder(key: str, source: str, revision: str | None, parts: tuple
         return _read_json(path / "scheduler" / "scheduler_config.json", key)
     try:
         return read_scheduler_config(source, revision)
-    except Exception as err:  # hub errors come in many types (offline, gated, missing)
-        hint = ("the Hub is offline here (HF_HUB_OFFLINE=1): download it first (huggingface-cli download "
-                f"{source}) and point {key} at the folder" if offline() else "check the id, your token and network")
+    except Exception as err:  # hub errors come in many types (gated, missing, no network)
         raise ConfigError(f"{key}={source}: not a local folder, and the Hub model could not be read "
-                          f"({type(err).__name__}); {hint}.") from err  # fmt: skip
+                          f"({type(err).__name__}: {err}); check the id, your token and network, or download it "
+                          f"(hf download {source}) and set {key} to the folder.") from err  # fmt: skip
 
 
 def _vae_factor(cfg: Config, source: str) -> int | None:
@@ -162,10 +165,10 @@ def check_data(cfg: Config) -> None:
         return
     path = Path(d.dataset).expanduser()
     if not is_local_path(d.dataset):
-        if offline():
-            raise ConfigError(f"data.dataset={d.dataset}: not a local path, and the Hub is offline here "
-                              "(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); download it first (lcm-distill-split --dataset "
-                              f"{d.dataset} --out DIR while online) and point data.dataset at the folder.")  # fmt: skip
+        try:
+            dataset_location(d.dataset, d.config_name)  # offline: the Hub cache or datasets' prepared cache
+        except HubUnavailable as err:
+            raise ConfigError(f"data.dataset={d.dataset}: {err}") from err
         return
     if not path.exists():
         raise ConfigError(f"data.dataset={d.dataset}: no such file or folder; give an imagefolder (images + "
