@@ -163,6 +163,9 @@ class TrainConfig:
     validation_guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     max_nonfinite_steps: int = 10
     export: bool = True
+    # LoRA runs: diffusers' pytorch_lora_weights.safetensors (always: student/ is merged from it) and, with "kohya",
+    # lcm_lora_kohya.safetensors for ComfyUI / AUTOMATIC1111 (export.save_kohya_lora)
+    lora_formats: list[str] = field(default_factory=lambda: ["diffusers", "kohya"])
     push_to_hub: bool = False
     hub_model_id: str | None = None
     allow_tf32: bool = True

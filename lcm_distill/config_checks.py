@@ -41,6 +41,7 @@ CHOICES = {
     "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
                            "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
 }
+LORA_FORMATS = ("diffusers", "kohya")  # train.lora_formats (lcm_distill.export writes each)
 # objective.omega_fixed "auto" for LoRA students: the omega of diffusers' default guidance_scale 8.5, which is also
 # the LCM-LoRA technical report's fixed omega 7.5
 LORA_OMEGA = omega_from_guidance_scale(DEFAULT_GUIDANCE_SCALE)
@@ -75,6 +76,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.teacher is required for objective.kind={cfg.objective.kind} (the teacher solves the "
                           "PF-ODE).")  # fmt: skip
     _validate_data(cfg.data)
+    formats = cfg.train.lora_formats
+    if not set(formats) <= set(LORA_FORMATS) or "diffusers" not in formats:
+        raise ConfigError(f"train.lora_formats={formats!r}: give diffusers (required: student/ is merged from it) and "
+                          f"optionally kohya, from {list(LORA_FORMATS)}.")  # fmt: skip
     if cfg.objective.omega_min < 0 or cfg.objective.omega_max > OMEGA_LIMIT:
         raise ConfigError(
             f"objective.omega_min={cfg.objective.omega_min}, objective.omega_max={cfg.objective.omega_max}: omega is "

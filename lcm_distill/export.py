@@ -189,7 +189,28 @@ def save_lora_and_merge(unet, folder: Path, cfg: Config):
     metadata = unet.peft_config["default"].to_dict()
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
                                               unet_lora_adapter_metadata=metadata)  # fmt: skip
+    if "kohya" in cfg.train.lora_formats and unet.config.get("time_cond_proj_dim") is None:
+        save_kohya_lora(state, float(metadata["lora_alpha"]), folder / KOHYA_FILE)
     return merged_lora_unet(unet, folder, cfg)
+
+
+KOHYA_FILE = "lcm_lora_kohya.safetensors"  # not *pytorch_lora_weights.safetensors: load_lora_weights(folder) picks that
+
+
+def save_kohya_lora(peft_state: dict, alpha: float, path: Path) -> None:
+    """The adapters in the kohya key format that ComfyUI and AUTOMATIC1111 load (``lora_unet_<module>.lora_down /
+    lora_up / alpha``; diffusers' converter, which supports these keys with diffusers module names). Its converter
+    writes alpha = rank; the trained alpha is written instead, or a UI would apply the LoRA at rank/alpha times its
+    strength."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+    from safetensors.torch import save_file
+
+    kohya = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in peft_state.items()})
+    for key in kohya:
+        if key.endswith(".alpha"):
+            kohya[key] = torch.tensor(alpha)
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(path), metadata={"ss_network_alpha": str(alpha),
+              "ss_network_module": "networks.lora", "lcm_distill": "LCM-LoRA"})  # fmt: skip
 
 
 def merged_lora_unet(unet, folder: Path, cfg: Config):

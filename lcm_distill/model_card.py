@@ -20,6 +20,7 @@ from .functional import (
 from .objective_kinds import OBJECTIVE_KINDS
 
 OMEGA_INPUT_FILE = "omega_cond_proj.safetensors"  # the trained omega input of an omega-conditioned LoRA
+LORA_WEIGHT_FILE = "pytorch_lora_weights.safetensors"  # diffusers' file name (load_lora_weights picks it in a folder)
 
 METHODS = {kind.label: kind.card_sentence for kind in OBJECTIVE_KINDS.values()}  # the card's "method" line
 REPO_PLACEHOLDER = "<your-username>/<your-lcm>"
@@ -162,8 +163,10 @@ def _baked_guidance(omega_range: tuple[float, float] | None) -> str:
 
 
 def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: float,
-                     omega_conditioned: bool = False) -> str:  # fmt: skip
-    """README.md of an exported LCM-LoRA folder: what to load it into, and how to sample (stock diffusers)."""
+                     omega_conditioned: bool = False, kohya_file: str | None = None) -> str:  # fmt: skip
+    """README.md of an exported LCM-LoRA folder: which file goes where (diffusers; ComfyUI / AUTOMATIC1111 when
+    ``kohya_file`` was written), and how to sample. The snippet names ``weight_name``: offline, diffusers refuses a
+    hub id without it."""
     repo = card.repo_id or REPO_PLACEHOLDER
     best = card.recommended_steps[-1]
     if omega_conditioned:
@@ -185,10 +188,23 @@ def render_lora_card(card: ModelCardInfo, num_points: int, rank: int, alpha: flo
         "",
         f'pipe = DiffusionPipeline.from_pretrained("{card.base_model}")',
         f"pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps={num_points})",
-        f'pipe.load_lora_weights("{repo}")',
+        f'pipe.load_lora_weights("{repo}", weight_name="{LORA_WEIGHT_FILE}")',
         f"image = pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0).images[0]",
         "```",
     ]
+    if kohya_file:
+        lines += [
+            "",
+            "## Files",
+            "",
+            f"- `{LORA_WEIGHT_FILE}`: diffusers / peft keys, for `load_lora_weights` (above).",
+            f"- `{kohya_file}`: the same adapters in the kohya key format (`lora_unet_*.lora_down/lora_up/alpha`, "
+            f"alpha {alpha:g}) for ComfyUI (`models/loras/`, LoraLoader) and AUTOMATIC1111 / Forge (`models/Lora/`).",
+            "",
+            "The UIs also need the LCM sampler, or the LoRA draws noise at 1-8 steps: ComfyUI - KSampler with "
+            "sampler `lcm`, scheduler `sgm_uniform`; AUTOMATIC1111 1.7+ / Forge - sampling method `LCM`. "
+            f"Use {best}-8 steps and CFG 1-2 (CFG 1 = the distilled guidance, no negative prompt).",
+        ]
     return _lora_card_text(card, lines)
 
 

@@ -123,7 +123,14 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
     """Write student (and target) pipeline folders, LoRA weights when LoRA is on; push when asked. ``student`` /
     ``target`` (default: models.target) are whole plain modules on the main process (engine/parallel.py)."""
     target = models.target if target is False else target
-    from ..export import export_encoders, push_to_hub, render_lora_card, save_lcm_pipeline, save_lora_and_merge
+    from ..export import (
+        KOHYA_FILE,
+        export_encoders,
+        push_to_hub,
+        render_lora_card,
+        save_lcm_pipeline,
+        save_lora_and_merge,
+    )
 
     written: dict[str, Path] = {}
     if accelerator.is_main_process:
@@ -133,10 +140,12 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
         if models.lora:
             written["lora"] = layout.export("lora")
             unet = save_lora_and_merge(student, written["lora"], cfg)
+            kohya = KOHYA_FILE if (written["lora"] / KOHYA_FILE).is_file() else None
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
             lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
                                          cfg.model.lora.rank, cfg.model.lora.alpha,
-                                         omega_conditioned=models.omega_dim is not None)  # fmt: skip
+                                         omega_conditioned=models.omega_dim is not None,
+                                         kohya_file=kohya)  # fmt: skip
             (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
         vae, text_encoder = export_encoders(cfg, models)
         common = dict(

@@ -139,9 +139,36 @@ def test_lora_run_exports_weights_for_load_lora_weights(make_cfg, teacher_dirs, 
     with torch.no_grad():
         torch.testing.assert_close(merged(x, t, encoder_hidden_states=ctx).sample, after, atol=1e-5, rtol=0)
     assert (after - before).abs().max() > 1e-3
+    # The kohya file (ComfyUI / AUTOMATIC1111 keys, the trained alpha) has the same effect through stock loading.
+    from lcm_distill.export import KOHYA_FILE
+
+    kohya = StableDiffusionPipeline.from_pretrained(teacher_dirs["epsilon"])
+    kohya.load_lora_weights(out / "lora", weight_name=KOHYA_FILE)
+    with torch.no_grad():
+        torch.testing.assert_close(kohya.unet(x, t, encoder_hidden_states=ctx).sample, after, atol=1e-5, rtol=0)
+    assert "lora_unet_" in next(iter(safetensors_keys(out / "lora" / KOHYA_FILE)))
 
 
-def test_lora_folders_load_and_sample_in_stock_diffusers_as_their_cards_say(make_cfg, teacher_dirs):
+def safetensors_keys(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
+def test_lora_formats_diffusers_only_writes_no_kohya_file(make_cfg):
+    from lcm_distill.export import KOHYA_FILE
+
+    cfg = make_cfg("model.lora.enabled=true", "model.lora.rank=4", "train.ema_decay=0", "train.export=true",
+                   "train.lora_formats=[diffusers]")
+    out = train(cfg).output_dir
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").exists() and not (out / "lora" / KOHYA_FILE).exists()
+    assert KOHYA_FILE not in (out / "lora" / "README.md").read_text()
+    with pytest.raises(ConfigError, match=r"train.lora_formats"):
+        make_cfg("train.lora_formats=[kohya]")
+
+
+def test_lora_folders_load_and_sample_in_stock_diffusers_as_their_cards_say(make_cfg, teacher_dirs, monkeypatch):
     """student/ (merged, no omega input) loads as stock StableDiffusionPipeline + LCMScheduler; lora/ carries a card
     whose snippet (base model + LCMScheduler + load_lora_weights) draws the same images; targets used omega 7.5."""
     from diffusers import DiffusionPipeline, LCMScheduler
@@ -157,7 +184,21 @@ def test_lora_folders_load_and_sample_in_stock_diffusers_as_their_cards_say(make
     assert "guidance_scale=1.0" in (out / "student" / "README.md").read_text()
     base = DiffusionPipeline.from_pretrained(teacher_dirs["epsilon"])  # the card's snippet, on the tiny teacher
     base.scheduler = LCMScheduler.from_config(base.scheduler.config, original_inference_steps=50)
-    base.load_lora_weights(out / "lora")
+    # The card's load line, from the Hub offline (the folder pushed as me/lcm-lora, in a hub cache as huggingface_hub
+    # lays it out): it names weight_name, without which diffusers refuses a hub id offline.
+    import huggingface_hub
+
+    from lcm_distill.export import KOHYA_FILE
+    from lcm_distill.testing.hub_cache import add_to_hub_cache
+
+    assert 'load_lora_weights("<your-username>/<your-lcm>", weight_name="pytorch_lora_weights.safetensors")' in card
+    assert KOHYA_FILE in card and "sampler `lcm`" in card and "`LCM`" in card
+    hub = out.parent / "hub"
+    add_to_hub_cache(hub, "me/lcm-lora", out / "lora")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    with pytest.raises(ValueError, match="weight_name"):
+        base.load_lora_weights("me/lcm-lora")
+    base.load_lora_weights("me/lcm-lora", weight_name="pytorch_lora_weights.safetensors")
     kw = dict(num_inference_steps=2, guidance_scale=1.0, height=16, width=16, output_type="np")
     a = merged("a red square", generator=torch.Generator().manual_seed(0), **kw).images
     b = base("a red square", generator=torch.Generator().manual_seed(0), **kw).images
