@@ -57,6 +57,19 @@ class ModelCardInfo:
             )
 
 
+def dropped_components_note(base_model: str, components: list[str]) -> str:
+    """The card's (and the run log's) sentence for components of the base pipeline that the export leaves out."""
+    if not components:
+        return ""
+    note = (f"Not carried over from `{base_model}`: {', '.join(f'`{c}`' for c in components)} (the export writes "
+            "unet, vae, text_encoder, tokenizer and scheduler).")  # fmt: skip
+    if "safety_checker" in components:
+        note += (" Images from this folder are **not** passed through a safety checker; to add one, load "
+                 "`StableDiffusionSafetyChecker` and `CLIPImageProcessor` from the base model and pass them as "
+                 "`safety_checker=` / `feature_extractor=` to the pipeline.")  # fmt: skip
+    return note
+
+
 def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding: bool = True) -> str:
     """README.md text: YAML front matter for the Hub, then method, data, settings and how to load."""
     front: dict[str, Any] = {

@@ -125,6 +125,23 @@ def read_scheduler_config(source: str, revision: str | None = None) -> dict:
     return dict(DDPMScheduler.load_config(source, subfolder="scheduler", revision=revision))
 
 
+EXPORTED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what an export writes
+
+
+def components_not_exported(source: str, revision: str | None = None) -> list[str]:
+    """Components of the pipeline ``source`` (model_index.json; a JSON read, no weights) that an export does not
+    carry over, e.g. the public LCM repos' ``safety_checker`` and ``feature_extractor``: the run warns and the card
+    says so, so a user does not lose a safety checker without knowing. [] when the index cannot be read."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(source, revision=revision)
+    except Exception:  # no model_index.json (a bare UNet folder) or an unreadable hub id: nothing to report
+        return []
+    return sorted(k for k, v in index.items() if not k.startswith("_") and k not in EXPORTED_COMPONENTS
+                  and isinstance(v, list) and v[0] is not None)  # fmt: skip
+
+
 def _frozen(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     module.requires_grad_(False)
     module.eval()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DATASET_FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")  # data.dataset as one file (data/hf.py's builders)
 _DATASET_HINT = "give a Hugging Face dataset id or a local imagefolder/parquet."
 
 

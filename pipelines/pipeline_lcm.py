@@ -290,8 +290,15 @@ class LCMPipeline(DiffusionPipeline):
         if kw["output_type"] not in OUTPUT_TYPES:
             raise ValueError(f"output_type={kw['output_type']!r} must be one of {OUTPUT_TYPES}.")
         g = kw["guidance_scale"]
-        if g is not None and (g != g or g < 1):  # NaN or below 1
-            raise ValueError(f"guidance_scale={g} is below 1 (omega = g - 1 < 0); use g >= 1 (1 means no guidance).")
+        if g is not None and g != g:
+            raise ValueError("guidance_scale is NaN; use g >= 1 (1 means no guidance).")
+        if g is not None and g < 1:  # accepted, as stock LatentConsistencyModelPipeline does (same images)
+            warnings.warn(
+                f"guidance_scale={g} embeds omega = g - 1 = {g - 1:g} < 0, which no LCM is trained on (omega >= 0); "
+                "g = 1 means no guidance. Stock LatentConsistencyModelPipeline accepts it too and gives the same "
+                "images.",
+                stacklevel=3,
+            )
         c = kw["cfg_scale"]
         if c != c or c < 1:
             raise ValueError(f"cfg_scale={c} must be >= 1 (1 = off: no unconditional pass).")

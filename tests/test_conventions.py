@@ -156,3 +156,11 @@ def test_no_module_restates_a_convention():
         if str(p.relative_to(ROOT)) not in DEFINED_HERE and (hits := offenders(p.read_text()))
     }
     assert not found, f"restated conventions (name them from lcm_distill.conventions): {found}"
+
+
+def test_dataset_file_suffixes_are_the_loaders_builders():
+    """The preflight refuses a data.dataset file by DATASET_FILE_SUFFIXES; data/hf.py opens by FILE_BUILDERS."""
+    from lcm_distill.data.hf import FILE_BUILDERS
+    from lcm_distill.source_kinds import DATASET_FILE_SUFFIXES
+
+    assert set(FILE_BUILDERS) == set(DATASET_FILE_SUFFIXES)

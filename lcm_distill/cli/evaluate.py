@@ -24,7 +24,8 @@ from pathlib import Path
 from ..conventions import DTYPE_NAMES, dtype_arg
 from ..evaluation.generation import KINDS, TIMESTEP_SPACINGS
 
-DEFAULT_TESTBED = "assets/testbed"
+# The checkout's testbed (editable install), not ./assets/testbed: the command works from any folder
+DEFAULT_TESTBED = str(Path(__file__).resolve().parents[2] / "assets" / "testbed")
 
 
 class FlagError(ValueError):
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fid-features", default="auto", help="inception | testbed | none | auto (testbed when "
                    "--reference is the digits testbed, else inception)")
-    p.add_argument("--testbed-dir", default=DEFAULT_TESTBED, help="folder with the testbed classifier")
+    p.add_argument("--testbed-dir", default=DEFAULT_TESTBED,
+                   help="folder with the testbed classifier (default: this checkout's assets/testbed)")
     p.add_argument("--prompt-accuracy", default="auto", choices=["auto", "testbed", "none"],
                    help="testbed classifier: does each image show the digit and colour asked for?")
     p.add_argument("--prompt-accuracy-dir", default=None,

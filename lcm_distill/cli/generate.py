@@ -60,6 +60,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for flag in ("height", "width"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag} {getattr(args, flag)}: use a positive size in pixels (a multiple of 8 for SD).")
+    if args.guidance_scale is not None and not args.guidance_scale >= 1:
+        parser.error(f"--guidance-scale {args.guidance_scale}: omega = g - 1 would be below 0, where no LCM is "
+                     "trained; use g >= 1 (1 means no guidance).")  # fmt: skip
     if args.strength is not None and args.image is None:
         parser.error("--strength only applies to img2img: add --image PATH or drop --strength.")
     if args.strength is not None and not 0.0 < args.strength <= 1.0:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..config import Config
-from ..hub import is_local_path
+from ..hub import is_local_path, model_location
 from ..models import Models
 from ..objective_kinds import OBJECTIVE_KINDS
 from ..source_kinds import SOURCE_KINDS
@@ -106,8 +106,12 @@ def data_description(d) -> str:
 
 def _card(cfg: Config):
     from ..export import ModelCardInfo
+    from ..model_card import dropped_components_note
+    from ..models import components_not_exported
 
     base = cfg.model.teacher or cfg.model.student or "unknown"
+    location = model_location(base, cfg.model.revision) if base != "unknown" else None
+    dropped = components_not_exported(location, cfg.model.revision) if location else []
     return ModelCardInfo(
         base_model=base,
         method=OBJECTIVE_KINDS[cfg.objective.kind].label,
@@ -116,6 +120,7 @@ def _card(cfg: Config):
         guidance_scale=cfg.train.validation_guidance_scale,
         omega_range=cfg.objective.omega_range,
         solver=cfg.objective.solver if OBJECTIVE_KINDS[cfg.objective.kind].uses_solver else None,
+        notes=dropped_components_note(base, dropped),
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..conventions import num_train_timesteps
 from ..hub import HubUnavailable, dataset_location, is_local_path, model_location
-from ..source_kinds import SOURCE_KINDS
+from ..source_kinds import DATASET_FILE_SUFFIXES, SOURCE_KINDS
 from .checkpoint import RunLayout, find_resume_checkpoint, list_checkpoints, read_manifest
 from .engine_choice import EngineChoice, resolve_engine
 from .resume import resume_changes
@@ -100,6 +100,8 @@ def check_resolution(resolution: int, factor: int | None) -> None:
 
 def check_models(cfg: Config, needs_teacher: bool) -> dict:
     from ..functional import SkippingGrid
+    from ..model_card import dropped_components_note
+    from ..models import components_not_exported
 
     m = cfg.model
     key, source = ("model.teacher", m.teacher) if needs_teacher or not m.student else ("model.student", m.student)
@@ -111,6 +113,9 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     except ValueError as err:
         raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
     check_resolution(cfg.data.resolution, _vae_factor(cfg, source))
+    dropped = components_not_exported(model_location(source, m.revision), m.revision)
+    if dropped:
+        logger.warning("%s: %s", key, dropped_components_note(source, dropped))
     trained_n = sched.get("original_inference_steps") if source == m.student else None
     if trained_n and trained_n != cfg.objective.num_points:
         logger.warning(
@@ -121,31 +126,31 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     return sched
 
 
-def _columns_of(path: Path) -> tuple[list[str] | None, int | None]:
-    """(columns, number of images or None) of a local dataset without loading it (a few file reads)."""
+def _columns_of(path: Path) -> tuple[list[str] | None, int | None, str]:
+    """(columns, rows, what a row is) of a local dataset without loading it (a few file reads); None where unknown."""
     if path.is_dir():
         parquet = sorted(path.rglob("*.parquet"))
         if parquet:
             import pyarrow.parquet as pq
 
-            return list(pq.read_schema(parquet[0]).names), None
+            return list(pq.read_schema(parquet[0]).names), sum(pq.read_metadata(p).num_rows for p in parquet), "rows"
         images = sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         meta = next(iter(sorted(path.rglob("metadata.jsonl"))), None)
         columns = ["image"]
         if meta is not None:
             first = meta.read_text().split("\n", 1)[0]
             columns += [c for c in json.loads(first) if c != "file_name"] if first.strip() else []
-        return columns, images
+        return columns, images, "images"
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names), None
-    if path.suffix in (".json", ".jsonl"):
-        first = path.read_text().lstrip().split("\n", 1)[0]
-        return (list(json.loads(first)) if path.suffix == ".jsonl" and first else None), None
+        return list(pq.read_schema(path).names), pq.read_metadata(path).num_rows, "rows"
+    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    if path.suffix == ".jsonl":
+        return (list(json.loads(lines[0])) if lines else None), len(lines), "rows"
     if path.suffix == ".csv":
-        return path.read_text().split("\n", 1)[0].strip().split(","), None
-    return None, None
+        return (lines[0].strip().split(",") if lines else None), max(len(lines) - 1, 0), "rows"
+    return None, None, "rows"  # .json: one array or object, not read here
 
 
 def check_data(cfg: Config) -> None:
@@ -173,14 +178,58 @@ def check_data(cfg: Config) -> None:
     if not path.exists():
         raise ConfigError(f"data.dataset={d.dataset}: no such file or folder; give an imagefolder (images + "
                           "metadata.jsonl with captions), a parquet/csv/json file, or a Hub dataset id.")  # fmt: skip
-    columns, images = _columns_of(path)
-    if images == 0:
-        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise ConfigError(f"data.dataset={d.dataset}: the folder holds no images ({kinds}).")
+    if path.is_file() and path.suffix not in DATASET_FILE_SUFFIXES:
+        raise ConfigError(f"data.dataset={d.dataset}: a dataset file must be {', '.join(DATASET_FILE_SUFFIXES)}; "
+                          "give one of those, an imagefolder (images + metadata.jsonl) or a Hub id.")  # fmt: skip
+    columns, rows, what = _columns_of(path)
+    if rows == 0:
+        kinds = f"images ({', '.join(sorted(IMAGE_SUFFIXES))})" if what == "images" else "rows"
+        raise ConfigError(f"data.dataset={d.dataset}: the {'folder' if path.is_dir() else 'file'} holds no {kinds}.")
     if columns is not None:
         for key, col in (("data.image_column", d.image_column), ("data.caption_column", d.caption_column)):
             if col not in columns:
                 raise ConfigError(f"{key}={col!r} is not a column of {d.dataset}; its columns are {columns}.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    usable = min(rows, d.max_samples) if rows is not None and d.max_samples else rows
+    batch = cfg.train.per_device_batch_size
+    if not SOURCE_KINDS[d.source].streamed and usable is not None and usable < batch * world:
+        raise ConfigError(
+            f"train.per_device_batch_size={batch} x {world} process(es) is more than data.dataset={d.dataset} "
+            f"holds ({usable} {what}{' with data.max_samples' if d.max_samples else ''}, before filters); lower "
+            "train.per_device_batch_size or add data."
+        )
+
+
+def check_precision(cfg: Config, env: dict | None = None) -> None:
+    """fp16 autocast needs an accelerator: on CPU accelerate would run the step in fp32 (or fail) without saying."""
+    env = os.environ if env is None else env
+    if cfg.train.mixed_precision != "fp16":
+        return
+    import torch
+
+    cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not (
+        torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    )
+    if cpu:
+        raise ConfigError("train.mixed_precision=fp16 on a CPU run: fp16 autocast and loss scaling need a GPU; use "
+                          "train.mixed_precision=bf16 (CPU autocast) or no.")  # fmt: skip
+
+
+def check_push(cfg: Config) -> None:
+    """train.push_to_hub happens after the last step: an upload that cannot happen is said before the first one."""
+    if not cfg.train.push_to_hub:
+        return
+    from ..hub import offline
+
+    if offline():
+        raise ConfigError(f"train.push_to_hub=true (to {cfg.train.hub_model_id}) but the Hub is offline here "
+                          "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE); unset it, or set "
+                          "train.push_to_hub=false and upload the exported folder later (hf upload).")  # fmt: skip
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        raise ConfigError(f"train.push_to_hub=true (to {cfg.train.hub_model_id}) but no Hugging Face token is set; "
+                          "log in (hf auth login) or set HF_TOKEN, or set train.push_to_hub=false.")  # fmt: skip
 
 
 def check_output_dir(out: Path, create: bool) -> None:
@@ -212,6 +261,8 @@ def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, d
     engine = resolve_engine(cfg)  # DDP / FSDP2 / ZeRO-2 settings and launcher fields, before anything else
     plan = Plan(check_models(cfg, OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher), engine=engine)
     check_data(cfg)
+    check_precision(cfg)
+    check_push(cfg)
     existing = list_checkpoints(layout.root)
     if resume is None and existing:
         if not overwrite:

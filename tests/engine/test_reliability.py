@@ -200,3 +200,40 @@ def test_bad_paths_are_config_errors_naming_the_key(make_cfg, tmp_path, monkeypa
     cfg = make_cfg(override.format(empty=tmp_path / "empty", file=tmp_path / "file"))
     with pytest.raises(ConfigError, match=message):
         train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "env", "message"),
+    [
+        ("data.dataset={readme}", {}, r"data\.dataset=.*README\.md: a dataset file must be \.parquet"),
+        ("train.per_device_batch_size=32", {}, r"train\.per_device_batch_size=32 x 1 process.*\(16 images"),
+        ("train.per_device_batch_size=8", {"WORLD_SIZE": "3"}, r"per_device_batch_size=8 x 3 process.*\(16 images"),
+        ("data.max_samples=1", {}, r"\(1 images with data\.max_samples"),
+        ("data.dataset={parquet}", {}, r"\(1 rows"),
+        ("train.mixed_precision=fp16", {"ACCELERATE_USE_CPU": "1"}, r"train\.mixed_precision=fp16 on a CPU run"),
+        ("train.push_to_hub=true", {"TRANSFORMERS_OFFLINE": "1"}, r"train\.push_to_hub=true .*offline.*hf upload"),
+        ("train.push_to_hub=true", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": ""}, r"no Hugging Face token"),
+    ],
+)
+def test_late_failures_are_preflight_errors_before_models_load(make_cfg, tmp_path, monkeypatch, override, env,
+                                                              message):
+    """Each failed only after ~9 s of model loading (raw tracebacks), after the whole run (push offline) or not at
+    all (fp16 on CPU); now the preflight - which loads no model - names the key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lcm_distill.engine.preflight import preflight
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "README.md").write_text("# not data\n")
+    pq.write_table(pa.table({"image": [b"x"], "text": ["a"]}), tmp_path / "one.parquet")
+    extra = ("train.hub_model_id=me/lcm",) if "push" in override else ()
+    size = () if "batch_size" in override else ("train.per_device_batch_size=2",)
+    cfg = make_cfg(override.format(readme=tmp_path / "README.md", parquet=tmp_path / "one.parquet"), *extra, *size)
+    with pytest.raises(ConfigError, match=message):
+        preflight(cfg, dry_run=True)
+    monkeypatch.undo()

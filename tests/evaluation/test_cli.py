@@ -68,3 +68,13 @@ def test_lcm_negative_prompt_needs_cfg_and_cfg_is_reported(tmp_path, capsys, lcm
     assert main([*argv, "--negative-prompt", "blue", "--cfg-scale", "2"]) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["guidance_mode"] == "omega-embedded+cfg"
+
+
+def test_default_testbed_dir_is_the_checkouts_from_any_folder(sd_dir, prompts_file, tmp_path, monkeypatch):
+    """Run from another folder, the default --testbed-dir still finds the classifier (it was ./assets/testbed)."""
+    from lcm_distill.cli.evaluate import build_parser, check_args
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--model", str(sd_dir), "--kind", "teacher-ddim", "--prompts",
+                                      str(prompts_file), "--prompt-accuracy", "testbed", "--out", "o"])  # fmt: skip
+    check_args(args)  # raised "--testbed-dir assets/testbed: no classifier/model.safetensors there"

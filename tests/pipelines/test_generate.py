@@ -61,7 +61,7 @@ def test_img2img_flags(lcm_folder, tmp_path):
         (["--width", "-8"], "--width -8"),
         (["--timesteps", "999", "500"], "invalid generation settings: timesteps [500] are not on the training grid"),
         (["--image", "/nonexistent.png"], "--image /nonexistent.png: no such file"),
-        (["--guidance-scale", "0.5"], "guidance_scale"),
+        (["--guidance-scale", "0.5"], "--guidance-scale 0.5: omega = g - 1"),
         (["--negative-prompt", "a dog"], "invalid generation settings: negative_prompt"),
         (["--cfg-scale", "0.5"], "cfg_scale=0.5"),
     ],

@@ -53,6 +53,22 @@ def test_txt2img_equals_stock_lcm_pipeline(make_components, prediction_type, ste
     assert_same(out, ref)
 
 
+@pytest.mark.parametrize("guidance_scale", [0.0, 0.5])
+def test_guidance_below_one_is_accepted_with_a_warning_like_stock(make_components, guidance_scale):
+    """Stock accepts g < 1 (embeds omega = g - 1 < 0); ours matches it to the bit and warns that omega < 0 is untrained
+    (it raised before). NaN stays an error."""
+    comps = make_components()
+    kwargs = dict(num_inference_steps=2, guidance_scale=guidance_scale, output_type="pt")
+    ref = stock(LatentConsistencyModelPipeline, comps)(PROMPTS[0], generator=gen(), **kwargs).images
+    with pytest.warns(UserWarning, match=r"omega = g - 1 = -"):
+        out = ours(comps)(PROMPTS[0], generator=gen(), **kwargs).images
+    assert_same(out, ref)
+    one = ours(comps)(PROMPTS[0], generator=gen(), num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+    assert not torch.equal(out, one.images)  # omega -1 is not "no guidance"
+    with pytest.raises(ValueError, match=r"NaN"):
+        ours(comps)(PROMPTS[0], guidance_scale=float("nan"))
+
+
 def test_latent_output_and_default_guidance_equal_stock(make_components):
     comps = make_components()
     ref = stock(LatentConsistencyModelPipeline, comps)(PROMPTS[0], generator=gen(3), output_type="latent").images
