@@ -59,6 +59,7 @@ class StreamBatch(Batch):
     filtered: int  # rejected by the metadata filters since the previous batch
     truncated: int  # shards that ended in a read error since the previous batch (their rest is lost)
     lost: list[str]  # those shards' names, with the error
+    read: int  # samples taken from the shards since the previous batch (kept, filtered or unreadable)
 
 
 def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:

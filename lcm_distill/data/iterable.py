@@ -112,7 +112,8 @@ class ShardPosition:
     partial: dict[tuple[int, int], list] = field(default_factory=dict)  # (epoch, v) -> [prefix, extra, total]
     samples: int = 0  # delivered in batches
     skipped_samples: int = 0  # corrupt / unreadable (and unreadable shards)
-    filtered_samples: int = 0  # rejected by the metadata filters
+    filtered_samples: int = 0  # rejected by the metadata filters, of the read_samples
+    read_samples: int = 0  # taken from the shards by the readers, incl. read-ahead that fills the shuffle buffers
     missing_captions: int = 0  # delivered with an empty caption
     truncated_shards: int = 0  # shards whose read ended in an error (the rest of each is lost, count unknown)
     lost_shards: list[str] = field(default_factory=list)  # "name: error" of those shards (each once)
@@ -158,6 +159,7 @@ class ShardPosition:
         self.samples += len(batch["ids"])
         self.skipped_samples += batch["skipped"]
         self.filtered_samples += batch["filtered"]
+        self.read_samples += batch.get("read", 0)
         self.missing_captions += batch["missing_captions"]
         self.truncated_shards += batch["truncated"]
         self.upscaled_samples += batch.get("upscaled", 0)
@@ -172,7 +174,8 @@ class ShardPosition:
             "done": {e: sorted(vs) for e, vs in self.done.items()},
             "partial": [[e, v, p, sorted(x), t] for (e, v), (p, x, t) in sorted(self.partial.items())],
             "samples": self.samples, "skipped_samples": self.skipped_samples,
-            "filtered_samples": self.filtered_samples, "missing_captions": self.missing_captions,
+            "filtered_samples": self.filtered_samples, "read_samples": self.read_samples,
+            "missing_captions": self.missing_captions,
             "truncated_shards": self.truncated_shards, "lost_shards": list(self.lost_shards),
             "upscaled_samples": self.upscaled_samples,
         }  # fmt: skip
@@ -195,6 +198,7 @@ class ShardPosition:
         self.partial = {(e, v): [p, set(x), t] for e, v, p, x, t in state["partial"]}
         self.samples, self.skipped_samples = int(state["samples"]), int(state["skipped_samples"])
         self.filtered_samples = int(state["filtered_samples"])
+        self.read_samples = int(state.get("read_samples", 0))
         self.missing_captions = int(state.get("missing_captions", 0))
         self.truncated_shards = int(state.get("truncated_shards", 0))
         self.lost_shards = list(state.get("lost_shards", []))
@@ -208,11 +212,11 @@ class _Accounting:
         self.dropped: list[tuple[int, int, int]] = []
         self.finished: list[tuple[int, int, int]] = []
         self.lost: list[str] = []
-        self.skipped = self.filtered = self.truncated = 0
+        self.skipped = self.filtered = self.truncated = self.read = 0
 
     def flush(self) -> dict:
         out = {"dropped": self.dropped, "finished": self.finished, "skipped": self.skipped, "filtered": self.filtered,
-               "truncated": self.truncated, "lost": self.lost}  # fmt: skip
+               "truncated": self.truncated, "lost": self.lost, "read": self.read}  # fmt: skip
         self.__init__()
         return out
 
@@ -264,6 +268,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         k, total = i // self.plan.parts, i // self.plan.parts + 1
                         if skip is not None and skip(k):
                             continue
+                        acc.read += 1
                         if rec.get("error"):
                             acc.dropped.append((epoch, v, k))
                             acc.skipped += 1

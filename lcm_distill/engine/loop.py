@@ -297,7 +297,8 @@ def _check_resumed_batch(state: EngineState, global_batch: int, world: int, ckpt
 
 def data_counters(position) -> dict[str, int]:
     """What the data source dropped or patched so far (this rank), for the progress bar and tensorboard."""
-    names = ("skipped_samples", "filtered_samples", "missing_captions", "truncated_shards", "upscaled_samples")
+    names = ("skipped_samples", "filtered_samples", "read_samples", "missing_captions", "truncated_shards",
+             "upscaled_samples")
     return {n: int(getattr(position, n)) for n in names if hasattr(position, n)}
 
 

@@ -66,6 +66,24 @@ def test_punsafe_filter_on_img2dataset_json(laion_dir, make_cfg):
         make_cfg("data.max_punsafe=2")
 
 
+def test_read_samples_say_what_the_filter_counters_count(laion_dir, make_cfg):
+    """A shuffle buffer larger than the shard set reads ahead across epochs before the first batch: the filter count
+    then exceeds what one epoch holds. read_samples counts those reads too, so filtered / read is the true reject
+    rate (4 of 12 here) whatever the read-ahead; samples counts what training consumed."""
+    from itertools import islice
+
+    from lcm_distill.data import StreamingBatches, shard_source
+
+    cfg = _wds(make_cfg, laion_dir, "data.max_punsafe=0.5", "data.resolution=8", "data.shuffle_buffer=30").data
+    b = StreamingBatches(shard_source(cfg), cfg, batch_size=2)
+    list(islice(b.batches(), 3))
+    p = b.position
+    assert p.samples == 6 and p.filtered_samples > 4  # more than one epoch's unsafe rows: read-ahead
+    assert p.read_samples - p.filtered_samples - p.samples == 30  # the kept samples waiting in the shuffle buffer
+    assert abs(3 * p.filtered_samples - p.read_samples) <= 3  # 1 of 3 rejected, up to a partly read epoch
+    assert b.position.state_dict()["read_samples"] == p.read_samples
+
+
 def test_moved_shards_resume_and_another_set_is_refused_before_models_load(laion_dir, make_cfg, tmp_path,
                                                                            monkeypatch):  # fmt: skip
     first = tmp_path / "disk-a"
