@@ -70,8 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", type=dtype_arg, default="fp32", choices=DTYPE_NAMES, help="weights dtype")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--grid-prompts", type=int, default=8)
+    p.add_argument("--fid-size", type=int, default=None,
+                   help="square size both image sets are resized to for FID/KID (default: the reference images' "
+                   "size, when square; the COCO protocol fixes one, e.g. 512 or 256)")
+    p.add_argument("--chunk-images", type=int, default=1024,
+                   help="images generated and scored at a time (memory: chunk x 3 x H x W x 4 bytes)")
     p.add_argument("--out", required=True, help="output folder: report.json, quality_vs_steps.png, grid_g*.png")
     return p
+
+
+def _protocol(reference: str) -> dict | None:
+    """How lcm-distill-reference made the reference set (its reference.json), for the report header."""
+    from .reference import PROTOCOL_FILE
+
+    path = Path(reference) / PROTOCOL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _is_testbed(reference: str | None) -> bool:
@@ -92,6 +105,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError(f"--model {args.model}: not a diffusers pipeline folder (no model_index.json)")
     if any(s < 1 for s in args.steps):
         raise FlagError(f"--steps {args.steps}: every step count must be >= 1")
+    if args.fid_size is not None and args.fid_size < 8:
+        raise FlagError(f"--fid-size {args.fid_size}: use a square size in pixels, e.g. 512 or 256")
+    if args.chunk_images < 1:
+        raise FlagError(f"--chunk-images {args.chunk_images}: must be >= 1")
     if args.cfg_scale != 1.0 and args.kind != "lcm":
         raise FlagError(f"--cfg-scale {args.cfg_scale}: only for --kind lcm (teachers use --guidance as their CFG)")
     if args.cfg_scale < 1:
@@ -150,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         run_evaluation,
         select_prompts,
     )
-    from ..evaluation.imagefolder import read_imagefolder
+    from ..evaluation.harness import fid_sized
+    from ..evaluation.imagefolder import imagefolder_rows, iter_image_batches
     from ..functional import dtype_from_name
 
     if args.threads > 0:
@@ -163,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         if value == "testbed" and not (Path(args.testbed_dir) / "classifier" / "model.safetensors").exists():
             parser.error(f"{flag} {value}: --testbed-dir {args.testbed_dir} has no classifier/model.safetensors")
 
-    ref_images, captions = (None, [])
+    ref_rows, captions = [], []
     if args.reference is not None:
-        ref_images, captions = read_imagefolder(args.reference, args.split)
+        ref_folder, ref_rows = imagefolder_rows(args.reference, args.split)
+        captions = [str(r.get("text", "")) for r in ref_rows]
     if args.prompts is not None:
         captions = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
         if not captions:
@@ -182,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         from ..testbed.scorers import load_testbed_features
 
         extractor = load_testbed_features(args.testbed_dir, args.device)
-    ref_feats = extract_features(extractor, ref_images, device=args.device) if extractor is not None else None
+    ref_feats, fid_size = None, args.fid_size
+    if extractor is not None:  # read and featurised a batch at a time: a 30k reference set never sits in memory
+        feats = []
+        for batch in iter_image_batches(ref_folder, ref_rows):
+            if fid_size is None and batch.shape[-1] == batch.shape[-2]:
+                fid_size = batch.shape[-1]  # default: generated images meet the reference at its own (square) size
+            feats.append(extract_features(extractor, fid_sized(batch, args.fid_size), device=args.device))
+        ref_feats = torch.cat(feats)
 
     scorers = []
     if acc_kind == "testbed":
@@ -203,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     call = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
     call |= {"cfg_scale": args.cfg_scale} if args.cfg_scale != 1.0 else {}
     config = EvalConfig(steps=tuple(args.steps), guidance_scales=tuple(args.guidance), batch_size=args.batch_size,
-                        seed=args.seed, grid_prompts=args.grid_prompts, call_kwargs=call)
+                        seed=args.seed, grid_prompts=args.grid_prompts, call_kwargs=call,
+                        chunk_images=args.chunk_images, fid_image_size=fid_size)
     reference = None if args.reference is None else {
-        "path": str(args.reference), "split": args.split, "num_images": len(ref_images)}
+        "path": str(args.reference), "split": args.split, "num_images": len(ref_rows),
+        "fid_image_size": fid_size, "protocol": _protocol(args.reference)}
     meta = {"model": args.model, "kind": args.kind, "reference": reference,
             "timestep_spacing": None if args.kind == "lcm" else args.timestep_spacing}
     report = run_evaluation(pipe, prompts, config, args.out, extractor, ref_feats, scorers, meta)

@@ -17,7 +17,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli"
 
 
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
-    from . import cache, evaluate, generate, split, train
+    from . import cache, evaluate, generate, reference, split, train
 
     return {
         "train_lcd": lambda: train.build_parser("train_lcd.py", "lcd"),
@@ -27,11 +27,12 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
         "lcm-distill-split": split.build_parser,
         "lcm-distill-generate": generate.build_parser,
         "lcm-distill-evaluate": evaluate.build_parser,
+        "lcm-distill-reference": reference.build_parser,
     }
 
 
 COMMANDS = ("train_lcd", "train_lcf", "lcm-distill-train", "lcm-distill-cache", "lcm-distill-split",
-            "lcm-distill-generate", "lcm-distill-evaluate")  # fmt: skip
+            "lcm-distill-generate", "lcm-distill-evaluate", "lcm-distill-reference")  # fmt: skip
 
 
 def render(command: str) -> str:

@@ -42,12 +42,16 @@ class EvalConfig:
     kid_subset_size: int = 1000
     warmup: bool = True
     call_kwargs: dict = field(default_factory=dict)
+    chunk_images: int = 1024  # images generated, scored and dropped at a time: memory stays flat for COCO-30k
+    fid_image_size: int | None = None  # resize generated images to this square size before FID features
 
     def __post_init__(self) -> None:
         if not self.steps or any(int(s) < 1 for s in self.steps):
             raise ValueError(f"steps={self.steps} must be a non-empty list of positive integers")
         if not self.guidance_scales:
             raise ValueError("guidance_scales must not be empty")
+        if self.chunk_images < 1:
+            raise ValueError(f"chunk_images={self.chunk_images} must be >= 1")
 
 
 def select_prompts(captions: Sequence[str], num: int) -> list[str]:
@@ -74,6 +78,16 @@ def guidance_mode(pipe) -> str:
     if type(pipe).__name__ in ("LCMPipeline", "LatentConsistencyModelPipeline"):
         return "omega-embedded" if unet_cfg.get("time_cond_proj_dim") is not None else "unused"
     return "cfg"
+
+
+def fid_sized(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``images`` resized (bicubic, antialiased, like PIL's) to ``size`` x ``size`` when they are not: generated
+    images meet the reference set at the size it was prepared at (COCO practice: one fixed size for both sides)."""
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    import torch.nn.functional as F
+
+    return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def run_evaluation(
@@ -127,24 +141,34 @@ def run_evaluation(
         grid_rows, labels = [], []
         for steps in config.steps:
             meter.reset()
-            with meter.attach(pipe):
-                images = generate(pipe, prompts, int(steps), float(g), config.seed, config.batch_size, meter,
-                                  **config.call_kwargs)
-            report.image_size = list(images.shape[-2:])
+            fid = feature_extractor is not None and reference_features is not None
+            feats, sums, first = [], {}, None
+            for start in range(0, len(prompts), config.chunk_images):  # image i keeps seed + i in every chunk
+                chunk = prompts[start : start + config.chunk_images]
+                with meter.attach(pipe):
+                    images = generate(pipe, chunk, int(steps), float(g), config.seed + start, config.batch_size,
+                                      meter, **config.call_kwargs)  # fmt: skip
+                first = images[:k] if first is None else first
+                report.image_size = list(images.shape[-2:])
+                if fid:
+                    feats.append(extract_features(feature_extractor, fid_sized(images, config.fid_image_size),
+                                                  batch_size=max(config.batch_size, 64)))  # fmt: skip
+                for scorer in scorers:
+                    values = {scorer.name: float(scorer(images, chunk).float().mean())}
+                    values |= {extra: float(v) for extra, v in getattr(scorer, "last_details", {}).items()}
+                    for name, value in values.items():  # weighted by the chunk's share of the images
+                        sums[name] = sums.get(name, 0.0) + value * len(chunk)
             row = ResultRow(steps=int(steps), guidance_scale=float(g), omega=float(omega_from_guidance_scale(float(g))),
                             num_images=len(prompts), latency=meter.split().to_dict())
-            if feature_extractor is not None and reference_features is not None:
-                feats = extract_features(feature_extractor, images, batch_size=max(config.batch_size, 64))
+            if fid:
+                feats = torch.cat(feats)
                 row.fid = fid_from_features(reference_features, feats)
                 if min(len(feats), len(reference_features)) >= 2:
                     row.kid_mean, row.kid_std = kid_from_features(
                         reference_features, feats, config.kid_subsets, config.kid_subset_size, config.seed
                     )
-            for scorer in scorers:
-                row.scores[scorer.name] = float(scorer(images, prompts).float().mean())
-                for extra, value in getattr(scorer, "last_details", {}).items():
-                    row.scores[extra] = float(value)
-            grid_rows.append(images[:k])
+            row.scores = {name: total / len(prompts) for name, total in sums.items()}
+            grid_rows.append(first)
             labels.append(f"{steps} step{'s' * (steps > 1)}")
             log.info("g=%g steps=%d fid=%s scores=%s latency=%.4fs/img", g, steps, row.fid, row.scores,
                      row.latency["total_s"])
