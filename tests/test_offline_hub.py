@@ -15,24 +15,13 @@ import pytest
 from lcm_distill.config import ConfigError, load_config
 from lcm_distill.hub import HubUnavailable, dataset_location, model_location, offline
 from lcm_distill.testing import save_tiny_sd
-from lcm_distill.testing.hub_cache import add_prepared_dataset, add_to_hub_cache
+from lcm_distill.testing.hub_cache import add_prepared_dataset, add_to_hub_cache, captioned_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parquet(folder: Path, rows: int, seed: int) -> Path:
-    """A captioned image parquet (image bytes + text), the layout of Hub datasets such as the Pokemon captions."""
-    import datasets
-
-    from lcm_distill.testing.img2dataset import jpeg
-
-    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": jpeg(seed * 100 + i, 16), "path": None} for i in range(rows)],
-                                     "text": [f"caption {i}" for i in range(rows)]}, features=features)  # fmt: skip
-    out = folder / "data" / "train-00000-of-00001.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_parquet(str(out))
-    return out
+    return captioned_parquet(folder, rows, seed)
 
 
 @pytest.fixture(scope="module")

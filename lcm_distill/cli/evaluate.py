@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-model", default="none", help="open_clip model for CLIP score, e.g. ViT-g-14; none = off")
     p.add_argument("--clip-pretrained", default="laion2b_s12b_b42k",
                    help="open_clip tag or checkpoint path; 'random' = untrained weights (plumbing checks only)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", type=dtype_arg, default="fp32", choices=DTYPE_NAMES, help="weights dtype")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--grid-prompts", type=int, default=8)
@@ -140,7 +140,7 @@ def check_args(args: argparse.Namespace) -> None:
     if acc_dir is not None and not (Path(acc_dir) / "classifier" / "model.safetensors").exists():
         raise FlagError(f"--prompt-accuracy-dir {acc_dir}: no classifier/model.safetensors there (train one with "
                         "`python -m lcm_distill.testbed.domains --classifier`)")
-    if args.device.startswith("cuda"):
+    if args.device is not None and args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..evaluation.imagefolder import imagefolder_rows, iter_image_batches
     from ..functional import dtype_from_name
 
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     on_testbed = _is_testbed(args.reference)

@@ -3,6 +3,7 @@
 from .data import make_imagefolder
 from .tiny import (
     SD_SCHEDULER_CONFIG,
+    save_tiny_public_lcm,
     save_tiny_sd,
     tiny_components,
     tiny_scheduler_config,
@@ -17,6 +18,7 @@ __all__ = [
     "SD_SCHEDULER_CONFIG",
     "build_clip_tokenizer",
     "make_imagefolder",
+    "save_tiny_public_lcm",
     "save_tiny_sd",
     "tiny_components",
     "tiny_scheduler_config",

@@ -61,3 +61,20 @@ def add_prepared_dataset(datasets_cache: str | Path, repo_id: str, split_files: 
             shutil.copy(f, target / f.name)
     shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def captioned_parquet(folder: str | Path, rows: int, seed: int = 0, size: int = 16) -> Path:
+    """``folder/data/train-00000-of-00001.parquet``: image bytes + text with datasets' features metadata, the layout
+    of Hub datasets such as the Pokemon and Simpsons captions; returns the file."""
+    import datasets
+
+    from .img2dataset import jpeg
+
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": jpeg(seed * 100 + i, size), "path": None}
+                                               for i in range(rows)],
+                                     "text": [f"caption {i}" for i in range(rows)]}, features=features)  # fmt: skip
+    out = Path(folder) / "data" / "train-00000-of-00001.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(out))
+    return out

@@ -132,3 +132,23 @@ def save_tiny_sd(out_dir: str | Path, prediction_type: str = "epsilon") -> Path:
     pipe = StableDiffusionPipeline(**comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def save_tiny_public_lcm(out_dir: str | Path, time_cond_proj_dim: int = 32) -> Path:
+    """A tiny LCM in the public LCM repos' layout (LatentConsistencyModelPipeline with a safety checker and its
+    feature extractor, e.g. SimianLuo/LCM_Dreamshaper_v7), written as diffusers' save_pretrained does."""
+    from diffusers import LatentConsistencyModelPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    out = Path(out_dir)
+    small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1)
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=small, projection_dim=32,
+                                                      vision_config={**small, "image_size": 32, "patch_size": 8}))
+    comps = tiny_components(out.parent / f".{out.name}-build", time_cond_proj_dim=time_cond_proj_dim,
+                            scheduler="lcm")  # fmt: skip
+    pipe = LatentConsistencyModelPipeline(**comps, safety_checker=checker,
+                                          feature_extractor=CLIPImageProcessor(size=32, crop_size=32))  # fmt: skip
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out

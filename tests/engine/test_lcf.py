@@ -139,23 +139,11 @@ def test_lcf_from_public_lcm_layout_says_the_safety_checker_is_not_exported(stoc
     """The public LCM repos ship safety_checker/ + feature_extractor/; the export writes neither, and says so (run
     log before models load, and the card) instead of dropping them silently."""
     import logging
-    import shutil
-
-    from diffusers import LatentConsistencyModelPipeline
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
 
     from lcm_distill.models import components_not_exported
+    from lcm_distill.testing import save_tiny_public_lcm
 
-    small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1)
-    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=small, projection_dim=32,
-                                                      vision_config={**small, "image_size": 32, "patch_size": 8}))
-    public = tmp_path / "public-lcm"
-    pipe = LatentConsistencyModelPipeline.from_pretrained(stock_lcm_dir)
-    LatentConsistencyModelPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                   unet=pipe.unet, scheduler=pipe.scheduler, safety_checker=checker,
-                                   feature_extractor=CLIPImageProcessor(size=32, crop_size=32),
-                                   ).save_pretrained(public)  # fmt: skip
+    public = save_tiny_public_lcm(tmp_path / "public-lcm")
     assert components_not_exported(str(public)) == ["feature_extractor", "safety_checker"]
     assert components_not_exported(str(stock_lcm_dir)) == []  # saved with safety_checker=None: nothing dropped
     cfg = load_config(None, [*_lcf_overrides(public, split_dir / "train", tmp_path / "run"),
@@ -166,4 +154,3 @@ def test_lcf_from_public_lcm_layout_says_the_safety_checker_is_not_exported(stoc
     card = (result.output_dir / "target" / "README.md").read_text()
     assert "`safety_checker`" in card and "**not** passed through a safety checker" in card
     assert not (result.output_dir / "target" / "safety_checker").exists()
-    shutil.rmtree(public)
