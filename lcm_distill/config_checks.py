@@ -124,8 +124,6 @@ def validate(cfg: Config) -> Config:
             f"kept in {cfg.model.frozen_dtype} and need autocast; set train.mixed_precision=bf16 (or fp16), or "
             "model.frozen_dtype=fp32."
         )
-    if cfg.model.lora.enabled and cfg.train.ema_decay != 0.0:
-        raise ConfigError("model.lora.enabled=true needs train.ema_decay=0 (the LoRA target is the student itself).")
     if cfg.train.push_to_hub and not cfg.train.hub_model_id:
         raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. 'user/my-lcm').")
     if any(s < 1 for s in cfg.train.validation_steps):

@@ -168,6 +168,65 @@ def build_student(teacher_unet: nn.Module, omega_dim: int, init: str, seed: int 
     return student.float()
 
 
+class AdapterEMA(nn.Module):
+    """The EMA target of a LoRA run (LCM Algorithm 1 line 7, θ⁻ ← μθ⁻ + (1 − μ)θ, applied to the trainable tensors
+    only: the adapters, and the ω input when ω-conditioned). Its forward is the student's forward with the EMA
+    tensors put in place of the trained ones (``torch.func.functional_call``), so the target costs one copy of the
+    adapters instead of a second UNet. The public LCM-LoRA trainers have no target network (the student under
+    no_grad is its own target: ``train.ema_decay: 0``, still available).
+
+    ``parameters()`` lists the EMA tensors in the order of :meth:`tracked`, which is what the EMA update pairs them
+    with; the student itself is held by reference, not as a submodule, so checkpoints hold the adapters only.
+    """
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.names = [n for n, p in student.named_parameters() if p.requires_grad]
+        if not self.names:
+            raise ValueError("AdapterEMA needs a student with trainable (adapter) parameters.")
+        trained = dict(student.named_parameters())
+        self.ema = nn.ParameterList(nn.Parameter(trained[n].detach().clone(), requires_grad=False)
+                                    for n in self.names)  # fmt: skip
+        object.__setattr__(self, "_student", student)  # a reference, not a submodule
+
+    @property
+    def config(self):
+        return self._student.config
+
+    def tracked(self, student: nn.Module | None = None) -> list[Tensor]:
+        """The student's trained tensors that the EMA follows, in the order of ``parameters()``."""
+        named = dict((student or self._student).named_parameters())
+        return [named[n] for n in self.names]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(self._student, dict(zip(self.names, self.ema, strict=True)), args, kwargs)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[nn.Module]:
+        """The student with the EMA adapters in place (validation grids, export), restored on exit."""
+        trained = self.tracked()
+        saved = [p.detach().clone() for p in trained]
+        with torch.no_grad():
+            for p, e in zip(trained, self.ema, strict=True):
+                p.copy_(e)
+        try:
+            yield self._student
+        finally:
+            with torch.no_grad():
+                for p, s in zip(trained, saved, strict=True):
+                    p.copy_(s)
+
+
+@contextlib.contextmanager
+def as_unet(net: nn.Module) -> Iterator[nn.Module]:
+    """A UNet to sample with: ``net`` itself, or for an AdapterEMA the student with the EMA adapters swapped in."""
+    if isinstance(net, AdapterEMA):
+        with net.swapped() as unet:
+            yield unet
+    else:
+        yield net
+
+
 def _attach_lora(unet: nn.Module, lc: LoRAConfig) -> nn.Module:
     from peft import LoraConfig
 
@@ -235,7 +294,9 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
             base = build_student(base, omega_dim, m.cond_proj_init, seed)
         elif m.lora.omega_conditioned:
             omega_dim = base.config.time_cond_proj_dim
-        student = _attach_lora(base.to(frozen), m.lora)
+        with torch.random.fork_rng(devices=[]):  # peft draws lora_A from the global RNG: seed it with the run's
+            torch.manual_seed(seed)  # seed, or two runs in one process start from different adapters
+            student = _attach_lora(base.to(frozen), m.lora)
         student.requires_grad_(False)
         for name, p in student.named_parameters():
             if "lora_" in name or (omega_dim is not None and "time_embedding.cond_proj" in name):
@@ -269,8 +330,8 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
         student.enable_gradient_checkpointing()
     student.train()
     target = None
-    if with_target:
-        target = copy.deepcopy(student).requires_grad_(False)
+    if with_target:  # LoRA: an EMA of the adapters only (AdapterEMA), not a second UNet
+        target = AdapterEMA(student) if m.lora.enabled else copy.deepcopy(student).requires_grad_(False)
     if m.compile:  # in place: parameters and state_dict keys stay those of the plain module (checkpoints, export)
         for net in (student, target, teacher):
             if net is not None:

@@ -16,8 +16,12 @@ def ema_update(target: nn.Module, online: nn.Module, mu: float, impl: str = "for
     ``impl`` (train.ema_impl): "foreach" is one fused multi-tensor kernel; "loop" is the anchors' per-tensor
     ``mul_(mu).add_(theta, alpha=1 - mu)``, kept so benchmarks/train_step.py can measure the difference.
     """
+    from ..models import AdapterEMA
+
+    adapters = isinstance(target, AdapterEMA)  # LoRA: the EMA follows the trained tensors only
     t_params = [p for p in target.parameters()]
-    o_params = [p.detach().to(t.dtype) for p, t in zip(online.parameters(), t_params, strict=True)]
+    sources = target.tracked(online) if adapters else online.parameters()
+    o_params = [p.detach().to(t.dtype) for p, t in zip(sources, t_params, strict=True)]
     if mu == 1.0:
         return
     if impl == "loop":
@@ -27,5 +31,6 @@ def ema_update(target: nn.Module, online: nn.Module, mu: float, impl: str = "for
         torch._foreach_lerp_(t_params, o_params, 1.0 - mu)
     else:
         raise ValueError(f"train.ema_impl={impl!r} is not one of {list(EMA_IMPLS)}.")
-    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
-        tb.copy_(ob)
+    if not adapters:
+        for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
+            tb.copy_(ob)

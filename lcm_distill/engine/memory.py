@@ -5,8 +5,9 @@ lcm_distill.models and the engine allocate (keep the two in step):
 
 - student master weights fp32 (LoRA: the base UNet in model.frozen_dtype, adapters fp32), its gradients and the
   optimiser's states (AdamW: 2 fp32 moments; 8-bit AdamW: 2 bytes), for trainable parameters only;
-- the EMA target (train.ema_decay > 0): a deep copy of the student; the frozen teacher (LCD, not LoRA), the VAE and the
-  text encoder in model.frozen_dtype (they stay loaded with a latent cache: validation uses them);
+- the EMA target (train.ema_decay > 0): a deep copy of the student (LoRA: of the adapters); the frozen teacher (LCD,
+  not LoRA), the VAE and the text encoder in model.frozen_dtype (they stay loaded with a latent cache: validation
+  uses them);
 - DDP's gradient buckets (one more gradient copy) with several processes; ZeRO-2 shards gradients and optimiser
   states over the processes instead;
 - activations: the student's forward + backward per sample, plus the no-grad teacher (2 x batch: cond and uncond in
@@ -204,9 +205,10 @@ def estimate(
     if processes > 1 and engine == "ddp":
         add("DDP gradient buckets", trainable * 4, "one more gradient copy")
     if t.ema_decay > 0:
-        target = s.unet * frozen + s.lora * 4 if m.lora.enabled else s.unet * 4
+        target = s.lora * 4 if m.lora.enabled else s.unet * 4  # LoRA: an EMA of the adapters (models.AdapterEMA)
+        what = "copy of the adapters" if m.lora.enabled else "copy of the student"
         add("EMA target", target / (shard if fsdp else 1),
-            f"copy of the student (mu {t.ema_decay:g})" + (f", sharded like it / {shard}" if fsdp else ""))
+            f"{what} (mu {t.ema_decay:g})" + (f", sharded like it / {shard}" if fsdp else ""))
     if lcd and not m.lora.enabled:
         add("teacher UNet (frozen)", s.unet * frozen, m.frozen_dtype)
     add("VAE + text encoder (frozen)", (s.vae + s.text_encoder) * frozen, m.frozen_dtype)

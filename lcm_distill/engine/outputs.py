@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..config import Config
 from ..hub import is_local_path, model_location
-from ..models import Models
+from ..models import AdapterEMA, Models, as_unet
 from ..objective_kinds import OBJECTIVE_KINDS
 from ..source_kinds import SOURCE_KINDS
 from .checkpoint import CONFIG_FILE, RunLayout
@@ -79,8 +79,9 @@ def run_validation(accelerator, cfg: Config, models: Models, student, step: int,
         nets = {"student": student} | ({"target": target} if target is not None else {})
         was_training = student.training
         student.eval()
-        for name, unet in nets.items():
-            grid = validation_images(models, unet, cfg)
+        for name, net in nets.items():
+            with as_unet(net) as unet:  # a LoRA run's EMA target: the student with the EMA adapters in place
+                grid = validation_images(models, unet, cfg)
             path = layout.validation_image(step, name)
             grid.save(path)
             paths.append(path)
@@ -142,9 +143,11 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
         layout = RunLayout(cfg.train.output_dir)
         card = _card(cfg)
         unet = student
-        if models.lora:
+        if models.lora:  # lora/ and the merged student/ hold the EMA adapters when there is an EMA target
             written["lora"] = layout.export("lora")
-            unet = save_lora_and_merge(student, written["lora"], cfg)
+            with as_unet(target if isinstance(target, AdapterEMA) else student) as adapters:
+                unet = save_lora_and_merge(adapters, written["lora"], cfg)
+            target = None  # no separate target/ folder: the adapters above are the target's
             kohya = KOHYA_FILE if (written["lora"] / KOHYA_FILE).is_file() else None
             (written["lora"] / CONFIG_FILE).write_text(cfg.to_yaml())
             lora_card = render_lora_card(replace(card, model_name=written["lora"].name), cfg.objective.num_points,
