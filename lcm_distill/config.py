@@ -162,6 +162,15 @@ class TrainConfig:
     validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
     validation_guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     max_nonfinite_steps: int = 10
+    # In-training quality signal (engine/quality.py): every quality_every steps (0 = off) the FID of quality_images
+    # images of fixed prompts at quality_steps steps against the held-out imagefolder quality_reference, with
+    # quality_features (auto: the testbed classifier for the digits testbed, else Inception)
+    quality_every: int = 0
+    quality_reference: str | None = None
+    quality_images: int = 32
+    quality_steps: int = 4
+    quality_features: str = "auto"
+    export_from: str = "last"  # last | best (the weights of the best quality_fid step; needs quality_every > 0)
     export: bool = True
     # LoRA runs: diffusers' pytorch_lora_weights.safetensors (always: student/ is merged from it) and, with "kohya",
     # lcm_lora_kohya.safetensors for ComfyUI / AUTOMATIC1111 (export.save_kohya_lora)

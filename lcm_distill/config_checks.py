@@ -37,6 +37,8 @@ CHOICES = {
     "train.distributed": ("auto", "ddp", "fsdp2", "zero2"),  # engine.engine_choice.ENGINES (tied by a test)
     "train.report_to": ("tensorboard", "wandb", "none"),
     "train.ema_impl": ("foreach", "loop"),
+    "train.quality_features": ("auto", "inception", "testbed"),
+    "train.export_from": ("last", "best"),
     "optim.adamw_impl": ("fused", "foreach", "loop"),
     "optim.lr_scheduler": ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial",
                            "piecewise_constant"),  # diffusers.optimization.SchedulerType (tied by a test)
@@ -124,6 +126,17 @@ def validate(cfg: Config) -> Config:
             f"kept in {cfg.model.frozen_dtype} and need autocast; set train.mixed_precision=bf16 (or fp16), or "
             "model.frozen_dtype=fp32."
         )
+    t = cfg.train
+    if t.quality_every < 0 or t.quality_images < 2 or t.quality_steps < 1:
+        raise ConfigError(f"train.quality_every={t.quality_every}, quality_images={t.quality_images}, quality_steps="
+                          f"{t.quality_steps}: use quality_every >= 0 (0 = off), quality_images >= 2 (FID needs two), "
+                          "quality_steps >= 1.")  # fmt: skip
+    if t.quality_every and not t.quality_reference:
+        raise ConfigError(f"train.quality_every={t.quality_every} needs train.quality_reference: an imagefolder of "
+                          "held-out images with captions (metadata.jsonl), e.g. the test/ part of lcm-distill-split.")
+    if t.export_from == "best" and not t.quality_every:
+        raise ConfigError("train.export_from=best needs the quality signal that picks the best step: set "
+                          "train.quality_every (and train.quality_reference), or train.export_from=last.")
     if cfg.train.push_to_hub and not cfg.train.hub_model_id:
         raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. 'user/my-lcm').")
     if any(s < 1 for s in cfg.train.validation_steps):

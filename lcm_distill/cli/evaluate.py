@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ..conventions import DTYPE_NAMES, dtype_arg
 from ..evaluation.generation import KINDS, TIMESTEP_SPACINGS
+from ..paths import TESTBED_DIR
 
-# The checkout's testbed (editable install), not ./assets/testbed: the command works from any folder
-DEFAULT_TESTBED = str(Path(__file__).resolve().parents[2] / "assets" / "testbed")
+DEFAULT_TESTBED = str(TESTBED_DIR)  # the checkout's, not ./assets/testbed: the command works from any folder
 
 
 class FlagError(ValueError):

@@ -28,6 +28,7 @@ from .faults import fault_point
 from .outputs import export_pipelines, run_validation
 from .parallel import Parallel
 from .preflight import preflight
+from .quality import QualityWatch
 from .resume import apply_learning_rate
 from .setup import set_up_run
 from .step import StepResult
@@ -99,6 +100,7 @@ class TrainResult:
     skipped_samples: int
     is_main_process: bool = True
     data: dict = field(default_factory=dict)  # this rank's data counters and lost shards (also in run_summary.json)
+    quality: dict = field(default_factory=dict)  # quality_fid last / best and their steps (train.quality_every)
 
 
 class _StopFlag:
@@ -173,6 +175,8 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     initial_max_w = state.initial_max_abs_weight = state.initial_max_abs_weight or initial_max_w
     status = "finished"
     shards = _shard_identity(batches)
+    watch = QualityWatch(cfg, accelerator, parallel, models, layout.root, plan.checkpoint is not None) \
+        if tc.quality_every else None  # fmt: skip
     warned_upscaled = False
 
     def checkpoint() -> Path:
@@ -208,6 +212,9 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
                 last_ckpt = checkpoint()
             if tc.validation_every and state.step % tc.validation_every == 0:
                 validate()
+            if watch is not None and state.step % tc.quality_every == 0:
+                progress.set_postfix(quality_fid=f"{watch.check(state.step, student, models.target):.3g}",
+                                     refresh=False)  # fmt: skip
             if stop_now:
                 status = "interrupted"
                 logger.warning("stopped at step %d; checkpoint %s; resume with --resume latest", state.step, last_ckpt)
@@ -219,19 +226,26 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         if last_ckpt is None or last_ckpt.name != layout.checkpoint(state.step).name:
             last_ckpt = checkpoint()
         validate()
+        if watch is not None and watch.last_step != state.step:  # the final weights are judged too
+            watch.check(state.step, student, models.target)
         if tc.export:
-            export_pipelines(accelerator, cfg, models, parallel.full_module(student),
-                             target=parallel.full_module(models.target, student=False))
+            whole_student, whole_target = parallel.full_module(student), parallel.full_module(models.target, False)
+            if tc.export_from == "best":
+                watch.use_best(whole_student, whole_target)
+            export_pipelines(accelerator, cfg, models, whole_student, target=whole_target)
     accelerator.end_training()
     data = data_summary(state.data)
     if accelerator.is_main_process:
+        quality = watch.summary() if watch is not None else {}
         summary = {"status": status, "step": state.step, "last_checkpoint": str(last_ckpt),
-                   "nonfinite_total": state.nonfinite_total, "data": data}  # fmt: skip
+                   "nonfinite_total": state.nonfinite_total, "data": data,
+                   **({"quality": quality | {"exported": tc.export_from}} if quality else {})}  # fmt: skip
         (layout.root / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         for lost in data.get("lost_shards", []):
             logger.warning("shard lost (read error; the rest of it was not trained on): %s", lost)
     return TrainResult(state.step, status, layout.root, last_ckpt, losses, state.nonfinite_total,
-                       batches.position.skipped_samples, accelerator.is_main_process, data)  # fmt: skip
+                       batches.position.skipped_samples, accelerator.is_main_process, data,
+                       watch.summary() if watch is not None else {})  # fmt: skip
 
 
 def _resume(plan, accelerator, parallel: Parallel, run, state: EngineState, global_batch: int) -> None:

@@ -200,6 +200,36 @@ def check_data(cfg: Config) -> None:
         )
 
 
+def check_quality(cfg: Config) -> None:
+    """The quality signal's reference imagefolder and feature network are there (engine/quality.py)."""
+    t = cfg.train
+    if not t.quality_every:
+        return
+    from ..evaluation.imagefolder import imagefolder_rows
+
+    try:
+        _, rows = imagefolder_rows(t.quality_reference, "test")
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"train.quality_reference={t.quality_reference}: {err}") from err
+    if len(rows) < 2:
+        raise ConfigError(f"train.quality_reference={t.quality_reference}: FID needs at least 2 images.")
+    testbed = t.quality_features == "testbed" or (
+        t.quality_features == "auto" and (Path(t.quality_reference) / "testbed.json").exists())
+    if testbed:
+        from ..paths import TESTBED_DIR
+
+        if not (Path(TESTBED_DIR) / "classifier" / "model.safetensors").is_file():
+            raise ConfigError(f"train.quality_features=testbed: no classifier in {TESTBED_DIR}; use "
+                              "train.quality_features=inception.")  # fmt: skip
+    else:
+        from ..evaluation.features import inception_weights_path
+
+        try:
+            inception_weights_path()
+        except (FileNotFoundError, ModuleNotFoundError) as err:
+            raise ConfigError(f"train.quality_features=inception: {err}") from err
+
+
 def check_precision(cfg: Config, env: dict | None = None) -> None:
     """fp16 autocast needs an accelerator: on CPU accelerate would run the step in fp32 (or fail) without saying."""
     env = os.environ if env is None else env
@@ -263,6 +293,7 @@ def preflight(cfg: Config, resume: str | None = None, overwrite: bool = False, d
     check_data(cfg)
     check_precision(cfg)
     check_push(cfg)
+    check_quality(cfg)
     existing = list_checkpoints(layout.root)
     if resume is None and existing:
         if not overwrite:

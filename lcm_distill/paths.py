@@ -1,0 +1,9 @@
+"""Where this checkout's bundled assets are (torch-free): the digits testbed's teachers and classifier. Commands
+resolve them here, not against the working folder, so they work when run from anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+TESTBED_DIR = CHECKOUT / "assets" / "testbed"  # teacher-eps/, teacher-v/, classifier/ (lcm_distill.testbed.build)
