@@ -60,8 +60,8 @@ def chains(plan: Plan, reference: Path) -> list[list[Step]]:
     return work
 
 
-def summarise(reports: dict[float, list[dict]]) -> dict[float, dict[str, dict[int, tuple[float, float]]]]:
-    """{mu: {metric: {steps: (mean, sample std)}}} over the seeds' report.json dicts (std 0 for one seed)."""
+def summarise(reports: dict[float, list[dict]]) -> dict[float, dict[str, dict[int, tuple[float, ...]]]]:
+    """{mu: {metric: {steps: (mean, sample std, min, max)}}} over the seeds' report.json dicts (std 0 for one)."""
     out: dict = {}
     for mu, runs in reports.items():
         out[mu] = {}
@@ -72,27 +72,30 @@ def summarise(reports: dict[float, list[dict]]) -> dict[float, dict[str, dict[in
                     value = row["fid"] if metric == "fid" else row["scores"].get(metric)
                     if value is not None:
                         per_steps.setdefault(int(row["steps"]), []).append(float(value))
-            out[mu][metric] = {s: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+            out[mu][metric] = {s: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, min(v), max(v))
                                for s, v in sorted(per_steps.items())}  # fmt: skip
     return out
 
 
-def verdict(a: tuple[float, float], b: tuple[float, float]) -> str:
-    """'differs' when |mean a - mean b| exceeds std a + std b, else 'within spread'."""
-    return "differs" if abs(a[0] - b[0]) > a[1] + b[1] else "within spread"
+def verdict(a: tuple[float, ...], b: tuple[float, ...]) -> str:
+    """'differs' when |mean a - mean b| exceeds std a + std b, else 'within spread'; '(ranges apart)' is added when
+    every seed of one is better than every seed of the other (a collapse in one seed inflates its std, not this)."""
+    call = "differs" if abs(a[0] - b[0]) > a[1] + b[1] else "within spread"
+    return call + (" (ranges apart)" if a[3] < b[2] or b[3] < a[2] else "")
 
 
 def table(summary: dict, plan: Plan, minutes: float | None = None) -> str:
     mus = sorted(summary)
     lines = [f"{len(plan.seeds)} training seeds ({', '.join(map(str, plan.seeds))}), {plan.train_steps} steps, "
-             f"{plan.num_images} images per cell; mean ± sample std." + (f" {minutes:.0f} min." if minutes else ""),
+             f"{plan.num_images} images per cell; mean ± sample std (min-max)."
+             + (f" {minutes:.0f} min of compute this run." if minutes and minutes >= 1 else ""),
              "", "| target | " + " | ".join(f"FID {s} step{'s' * (s > 1)}" for s in EVAL_STEPS)
              + " | " + " | ".join(f"acc. {s}" for s in EVAL_STEPS) + " |",
              "|---" * (1 + 2 * len(EVAL_STEPS)) + "|"]  # fmt: skip
     for mu in mus:
         name = "none (mu 0)" if mu == 0 else f"EMA of adapters, mu {mu:g}"
-        cells = [f"{m:.2f} ± {s:.2f}" for m, s in summary[mu]["fid"].values()]
-        cells += [f"{m:.3f} ± {s:.3f}" for m, s in summary[mu]["prompt_accuracy"].values()]
+        cells = [f"{m:.2f} ± {s:.2f} ({lo:.2f}-{hi:.2f})" for m, s, lo, hi in summary[mu]["fid"].values()]
+        cells += [f"{m:.3f} ± {s:.3f}" for m, s, _, _ in summary[mu]["prompt_accuracy"].values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if len(mus) >= 2:
         a, b = summary[mus[0]], summary[mus[-1]]

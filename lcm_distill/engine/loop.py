@@ -177,6 +177,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
     shards = _shard_identity(batches)
     watch = QualityWatch(cfg, accelerator, parallel, models, layout.root, plan.checkpoint is not None) \
         if tc.quality_every else None  # fmt: skip
+    shown: dict[str, str] = {}  # extra progress-bar fields (the last quality_fid)
     warned_upscaled = False
 
     def checkpoint() -> Path:
@@ -202,7 +203,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             fault_point("step", state.step)
             losses.append(result.loss)
             t_last = _report(accelerator, progress, state, result, lr_schedule, batches.position, global_batch,
-                             t_last, tc.log_every)  # fmt: skip
+                             t_last, tc.log_every, shown)  # fmt: skip
             if not warned_upscaled and getattr(batches.position, "upscaled_samples", 0):
                 warned_upscaled = True
                 logger.warning(UPSCALED_WARNING, batches.position.upscaled_samples, state.step, cfg.data.resolution,
@@ -213,8 +214,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
             if tc.validation_every and state.step % tc.validation_every == 0:
                 validate()
             if watch is not None and state.step % tc.quality_every == 0:
-                progress.set_postfix(quality_fid=f"{watch.check(state.step, student, models.target):.3g}",
-                                     refresh=False)  # fmt: skip
+                shown["quality_fid"] = f"{watch.check(state.step, student, models.target):.3g}"  # progress bar
             if stop_now:
                 status = "interrupted"
                 logger.warning("stopped at step %d; checkpoint %s; resume with --resume latest", state.step, last_ckpt)
@@ -264,14 +264,14 @@ def _resume(plan, accelerator, parallel: Parallel, run, state: EngineState, glob
 
 
 def _report(accelerator, progress, state: EngineState, result: StepResult, lr_schedule, position, global_batch: int,
-            t_last: float, log_every: int) -> float:  # fmt: skip
+            t_last: float, log_every: int, shown: dict) -> float:  # fmt: skip
     """Progress bar every step, tracker every ``log_every`` steps (and step 1); returns the time of this report."""
     now = time.perf_counter()
     counters = data_counters(position)
     lr = lr_schedule.get_last_lr()[0]
     progress.update(1)
     progress.set_postfix(loss=f"{result.loss:.4g}", lr=f"{lr:.2e}", samples_s=f"{global_batch / (now - t_last):.1f}",
-                         **{k: v for k, v in counters.items() if v})  # fmt: skip
+                         **{k: v for k, v in counters.items() if v}, **shown)  # fmt: skip
     if state.step % log_every == 0 or state.step == 1:
         accelerator.log({"loss": result.loss, "lr": lr, **result.logs, **counters,
                          "nonfinite_total": state.nonfinite_total}, step=state.step)  # fmt: skip

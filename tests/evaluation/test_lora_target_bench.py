@@ -37,9 +37,10 @@ def test_summary_and_the_spread_rule(bench, tmp_path):
     reports = {0.0: [_report([3, 4, 6, 8], [0.9] * 4), _report([5, 6, 8, 10], [0.8] * 4)],
                0.95: [_report([3, 3, 3, 3], [1.0] * 4), _report([3.2, 3.2, 3.2, 3.2], [1.0] * 4)]}  # fmt: skip
     s = bench.summarise(reports)
-    assert s[0.0]["fid"][1] == pytest.approx((4.0, 2**0.5))
-    assert s[0.95]["prompt_accuracy"][8] == pytest.approx((1.0, 0.0))
-    assert bench.verdict(s[0.0]["fid"][1], s[0.95]["fid"][1]) == "within spread"  # 4 ± 1.41 vs 3.1 ± 0.14
-    assert bench.verdict(s[0.0]["fid"][8], s[0.95]["fid"][8]) == "differs"  # 9 ± 1.41 vs 3.1 ± 0.14
+    assert s[0.0]["fid"][1] == pytest.approx((4.0, 2**0.5, 3.0, 5.0))
+    assert s[0.95]["prompt_accuracy"][8] == pytest.approx((1.0, 0.0, 1.0, 1.0))
+    assert bench.verdict(s[0.0]["fid"][1], s[0.95]["fid"][1]) == "within spread"  # 4 ± 1.41 (3-5) vs 3.1 (3-3.2)
+    assert bench.verdict((7.0, 4.24, 4.0, 10.0), (2.5, 0.71, 2.0, 3.0)) == "within spread (ranges apart)"
+    assert bench.verdict(s[0.0]["fid"][8], s[0.95]["fid"][8]) == "differs (ranges apart)"  # 9 ± 1.41 vs 3.1 ± 0.14
     text = bench.table(s, bench.Plan(tmp_path, [0, 1], [0.0, 0.95], 300, 200, 2))
-    assert "4.00 ± 1.41" in text and "1 step: within spread" in text and "8 steps: differs" in text
+    assert "4.00 ± 1.41 (3.00-5.00)" in text and "1 step: within spread;" in text and "8 steps: differs" in text
