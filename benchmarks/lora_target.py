@@ -3,10 +3,12 @@
 testbed. Held-out testbed FID and prompt accuracy at 1/2/4/8 steps, reported as mean ± sample std over the seeds; a
 difference is called only when the two means are further apart than the two spreads added.
 
-    python benchmarks/lora_target.py [--seeds 0 1 2] [--mus 0 0.95] [--train-steps 300] [--jobs 2] [--publish]
+    python benchmarks/lora_target.py [--seeds 0 1 2] [--mus 0 0.95] [--train-steps 300] [--omega-conditioned]
+        [--jobs 2] [--publish]
 
 The LoRA settings are benchmarks/lora_compare.sh's (configs/lcd_tiny_cpu.yaml, rank 16, alpha 16, lr 1e-3, fixed
-omega 3, evaluated at 200 images, seed 0). Finished runs and evaluations are skipped on a rerun.
+omega 3, evaluated at 200 images, seed 0); ``--omega-conditioned`` trains an omega input beside the adapters instead
+(omega ~ U[2, 8], evaluated at guidance 4 = omega 3). Finished runs and evaluations are skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Plan:
     train_steps: int
     num_images: int
     jobs: int
+    omega_conditioned: bool = False
 
     def run_dir(self, mu: float, seed: int) -> Path:
         return self.out / f"mu{mu:g}-seed{seed}"
@@ -51,7 +54,8 @@ def chains(plan: Plan, reference: Path) -> list[list[Step]]:
     for seed in plan.seeds:
         for mu in plan.mus:
             run = plan.run_dir(mu, seed)
-            sets = [*LORA, f"train.ema_decay={mu:g}", f"train.seed={seed}", f"train.max_train_steps={plan.train_steps}"]
+            lora = [*LORA[:4], "model.lora.omega_conditioned=true", *LORA[5:]] if plan.omega_conditioned else LORA
+            sets = [*lora, f"train.ema_decay={mu:g}", f"train.seed={seed}", f"train.max_train_steps={plan.train_steps}"]
             argv = [*train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run, sets), "--overwrite"]
             ev = evaluate_argv(run / "student", "lcm", EVAL_STEPS, run / "eval", guidance=4.0, reference=reference,
                                num_images=plan.num_images, batch_size=50, threads=1)  # fmt: skip
@@ -111,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-lora-target")
+    p.add_argument("--omega-conditioned", action="store_true", help="an omega input beside the adapters")
+    p.add_argument("--out", type=Path, default=None, help="default: outputs/bench-lora-target[-omega]")
     p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     import time
 
-    plan = Plan(args.out, args.seeds, args.mus, args.train_steps, args.num_images, args.jobs)
+    out = args.out or ROOT / "outputs" / ("bench-lora-target-omega" if args.omega_conditioned else "bench-lora-target")
+    plan = Plan(out, args.seeds, args.mus, args.train_steps, args.num_images, args.jobs, args.omega_conditioned)
     reference = ROOT / "outputs" / "testbed-digits"
     if not (reference / "testbed.json").exists():
         subprocess.run([sys.executable, "-m", "lcm_distill.testbed.render", "--out", str(reference)], cwd=ROOT,
@@ -127,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     text = table(summarise(reports), plan, (time.perf_counter() - t0) / 60)
     print(text)
     if args.publish:
-        publish(text, ROOT / "benchmarks" / "RESULTS.md", "lora_target", "LCM-LoRA target: none vs an EMA of the "
-                "adapters (benchmarks/lora_target.py)", [])  # fmt: skip
+        key, title = ("lora_target_omega", "LCM-LoRA target, omega-conditioned LoRA (benchmarks/lora_target.py "
+                      "--omega-conditioned)") if args.omega_conditioned else (
+                      "lora_target", "LCM-LoRA target: none vs an EMA of the adapters (benchmarks/lora_target.py)")
+        publish(text, ROOT / "benchmarks" / "RESULTS.md", key, title, [])
     return 0
 
 

@@ -28,6 +28,7 @@ def registries() -> dict[str, tuple[tuple, str]]:
     from lcm_distill.data.transforms import INTERPOLATION
     from lcm_distill.engine.ema import EMA_IMPLS
     from lcm_distill.engine.engine_choice import ENGINES
+    from lcm_distill.engine.quality import EXPORT_FROM, QUALITY_FEATURES
     from lcm_distill.engine.setup import ADAMW_IMPLS
     from lcm_distill.functional import CFG_PLACEMENTS, DTYPES, LOSS_TYPES, SOLVERS, TIMESTEP_SAMPLINGS
     from lcm_distill.functional.curriculum import CURRICULA, EMA_SCHEDULES
@@ -42,7 +43,8 @@ def registries() -> dict[str, tuple[tuple, str]]:
         "data.source": eq(SOURCES), "data.interpolation": eq(INTERPOLATION), "train.ema_impl": eq(EMA_IMPLS),
         "objective.timestep_sampling": eq(TIMESTEP_SAMPLINGS), "objective.curriculum": eq(CURRICULA),
         "train.ema_schedule": eq(EMA_SCHEDULES), "train.distributed": eq(ENGINES),
-        "optim.adamw_impl": eq(ADAMW_IMPLS), "optim.lr_scheduler": (tuple(s.value for s in SchedulerType), "same set"),
+        "optim.adamw_impl": eq(ADAMW_IMPLS), "train.quality_features": eq(QUALITY_FEATURES),
+        "train.export_from": eq(EXPORT_FROM), "optim.lr_scheduler": (tuple(s.value for s in SchedulerType), "same set"),
         "train.mixed_precision": (tuple(p.value for p in PrecisionType if p.value != "fp8"), "same set"),
         "train.report_to": ((*(t.value for t in LoggerType), "none"), "subset"),
         "model.compile_backend": (tuple(torch._dynamo.list_backends(exclude_tags=())), "subset"),

@@ -22,6 +22,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+QUALITY_FEATURES = ("auto", "inception", "testbed")  # train.quality_features (_extractor)
+EXPORT_FROM = ("last", "best")  # train.export_from (QualityWatch.use_best)
 DEGRADED_FACTOR = 2.0  # warn when the signal exceeds this multiple of the best value so far
 BEST_DIR = "best"
 BEST_FILE = "best.json"

@@ -35,8 +35,9 @@ def test_overrides_and_errors_name_the_key(tmp_path):
         load_config(None, [*ok, "objective.omega_min=9", "objective.omega_max=3"])
     with pytest.raises(ConfigError, match=r"model\.teacher"):
         load_config(None, ["data.dataset=d"])
-    with pytest.raises(ConfigError, match=r"train\.ema_decay=0"):
-        load_config(None, [*ok, "model.lora.enabled=true"])
+    assert load_config(None, [*ok, "model.lora.enabled=true"]).train.ema_decay == 0.95  # LoRA: an EMA of adapters
+    with pytest.raises(ConfigError, match=r"train\.export_from"):
+        load_config(None, [*ok, "train.export_from=first"])
     with pytest.raises(ConfigError, match=r"num_points"):
         load_config(None, [*ok, "objective.num_points=30"])
     with pytest.raises(ConfigError, match="does not exist"):
