@@ -135,3 +135,29 @@ def publish(text: str, results: Path, key: str, title: str, plots: list[Path]) -
     else:
         new = old.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     results.write_text(new)
+
+
+# -- several training seeds per cell: mean ± spread, and when a difference is called ---------------------------------
+def seed_summary(reports: list[dict], metrics: tuple[str, ...] = ("fid", "prompt_accuracy")
+                 ) -> dict[str, dict[int, tuple[float, float, float, float]]]:  # fmt: skip
+    """{metric: {steps: (mean, sample std, min, max)}} over the seeds' report.json dicts (std 0 for one seed)."""
+    import statistics
+
+    out: dict = {}
+    for metric in metrics:
+        per_steps: dict[int, list[float]] = {}
+        for report in reports:
+            for row in report["results"]:
+                value = row["fid"] if metric == "fid" else row["scores"].get(metric)
+                if value is not None:
+                    per_steps.setdefault(int(row["steps"]), []).append(float(value))
+        out[metric] = {s: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, min(v), max(v))
+                       for s, v in sorted(per_steps.items())}  # fmt: skip
+    return out
+
+
+def spread_verdict(a: tuple[float, ...], b: tuple[float, ...]) -> str:
+    """'differs' when |mean a - mean b| exceeds std a + std b, else 'within spread'; '(ranges apart)' is added when
+    every seed of one is better than every seed of the other (a collapse in one seed inflates its std, not this)."""
+    call = "differs" if abs(a[0] - b[0]) > a[1] + b[1] else "within spread"
+    return call + (" (ranges apart)" if a[3] < b[2] or b[3] < a[2] else "")

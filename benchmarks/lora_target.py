@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the checkout on sys.path (benchmarks/harness.py's one way)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, train_argv
+from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, seed_summary, spread_verdict, train_argv
 
 LORA = ["model.lora.enabled=true", "model.lora.rank=16", "model.lora.alpha=16", "optim.learning_rate=1e-3",
         "objective.omega_fixed=3", "train.validation_prompts=[]", "train.checkpoint_every=100000"]  # fmt: skip
@@ -65,27 +64,11 @@ def chains(plan: Plan, reference: Path) -> list[list[Step]]:
 
 
 def summarise(reports: dict[float, list[dict]]) -> dict[float, dict[str, dict[int, tuple[float, ...]]]]:
-    """{mu: {metric: {steps: (mean, sample std, min, max)}}} over the seeds' report.json dicts (std 0 for one)."""
-    out: dict = {}
-    for mu, runs in reports.items():
-        out[mu] = {}
-        for metric in METRICS:
-            per_steps: dict[int, list[float]] = {}
-            for report in runs:
-                for row in report["results"]:
-                    value = row["fid"] if metric == "fid" else row["scores"].get(metric)
-                    if value is not None:
-                        per_steps.setdefault(int(row["steps"]), []).append(float(value))
-            out[mu][metric] = {s: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, min(v), max(v))
-                               for s, v in sorted(per_steps.items())}  # fmt: skip
-    return out
+    """{mu: {metric: {steps: (mean, sample std, min, max)}}} over each mu's seeds (harness.seed_summary)."""
+    return {mu: seed_summary(runs, METRICS) for mu, runs in reports.items()}
 
 
-def verdict(a: tuple[float, ...], b: tuple[float, ...]) -> str:
-    """'differs' when |mean a - mean b| exceeds std a + std b, else 'within spread'; '(ranges apart)' is added when
-    every seed of one is better than every seed of the other (a collapse in one seed inflates its std, not this)."""
-    call = "differs" if abs(a[0] - b[0]) > a[1] + b[1] else "within spread"
-    return call + (" (ranges apart)" if a[3] < b[2] or b[3] < a[2] else "")
+verdict = spread_verdict
 
 
 def table(summary: dict, plan: Plan, minutes: float | None = None) -> str:
