@@ -76,7 +76,8 @@ def table(summaries: dict[str, dict], plan: Plan, minutes: float | None = None) 
     lines = [f"{len(plan.seeds)} training seeds ({', '.join(map(str, plan.seeds))}) per recipe at its shipped budget, "
              f"{plan.num_images} images per cell, guidance 4; mean ± sample std (min-max)."
              + (f" {minutes:.0f} min of compute this run." if minutes and minutes >= 1 else ""), "",
-             "| recipe | " + " | ".join(f"FID {s} step{'s' * (s > 1)}" for s in EVAL_STEPS) + " | step-robust (spread rule) |",
+             "| recipe | " + " | ".join(f"FID {s} step{'s' * (s > 1)}" for s in EVAL_STEPS)
+             + " | step-robust (spread rule) |",
              "|---" * (2 + len(EVAL_STEPS)) + "|"]  # fmt: skip
     for recipe, summary in summaries.items():
         cells = [f"{m:.2f} ± {s:.2f} ({lo:.2f}-{hi:.2f})" for m, s, lo, hi in summary["fid"].values()]
