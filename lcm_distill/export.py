@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .functional import SkippingGrid, num_train_timesteps
-from .model_card import OMEGA_INPUT_FILE, REPO_PLACEHOLDER, ModelCardInfo, render_lora_card, render_model_card
+from .model_card import (
+    LORA_WEIGHT_FILE,
+    OMEGA_INPUT_FILE,
+    REPO_PLACEHOLDER,
+    ModelCardInfo,
+    render_lora_card,
+    render_model_card,
+)
 from .objective_kinds import OBJECTIVE_KINDS
 
 if TYPE_CHECKING:  # annotations only
@@ -232,7 +239,7 @@ def merged_lora_unet(unet, folder: Path, cfg: Config):
                 merged = build_student(merged, dim, "zero")
             with torch.no_grad():
                 merged.time_embedding.cond_proj.weight.copy_(unet.time_embedding.cond_proj.weight.float())
-        merged.load_lora_adapter(str(folder), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
+        merged.load_lora_adapter(str(folder), prefix="unet", weight_name=LORA_WEIGHT_FILE)
     merged.float()
     merged.fuse_lora()
     merged.unload_lora()

@@ -34,7 +34,7 @@ def is_local_path(value: str) -> bool:
     return Path(value).expanduser().exists() or not _HUB_ID.match(value)
 
 
-def _offline_note() -> str:
+def offline_note() -> str:
     set_ = [v for v in OFFLINE_VARIABLES if os.environ.get(v, "").lower() in _TRUE]
     return f"the Hub is offline here ({'/'.join(set_)})"
 
@@ -56,7 +56,7 @@ def model_location(value: str, revision: str | None = None) -> str:
         return value
     snapshot = cached_snapshot(value, "model", revision)
     if snapshot is None:
-        raise HubUnavailable(f"{value} is a Hub id, {_offline_note()} and it is not in the local cache; download it "
+        raise HubUnavailable(f"{value} is a Hub id, {offline_note()} and it is not in the local cache; download it "
                              f"once while online (hf download {value}) or give a local folder.")  # fmt: skip
     return str(snapshot)
 
@@ -76,7 +76,7 @@ def dataset_location(value: str, config_name: str | None = None) -> str:
         datasets.load_dataset_builder(value, config_name)  # datasets' own offline lookup of its prepared cache
     except Exception as err:
         raise HubUnavailable(
-            f"{value} is a Hub dataset id, {_offline_note()} and it is in neither the Hub cache nor the datasets "
+            f"{value} is a Hub dataset id, {offline_note()} and it is in neither the Hub cache nor the datasets "
             f"cache ({type(err).__name__}); download it once while online (hf download {value} --repo-type "
             f"dataset, or lcm-distill-split --dataset {value} --out DIR) or give a local folder."
         ) from err

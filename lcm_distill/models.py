@@ -188,14 +188,18 @@ class AdapterEMA(nn.Module):
         self.ema = nn.ParameterList(nn.Parameter(trained[n].detach().clone(), requires_grad=False)
                                     for n in self.names)  # fmt: skip
         object.__setattr__(self, "_student", student)  # a reference, not a submodule
+        self._tracked = [trained[n] for n in self.names]  # the same Parameter objects all run (.to() keeps them)
 
     @property
     def config(self):
         return self._student.config
 
     def tracked(self, student: nn.Module | None = None) -> list[Tensor]:
-        """The student's trained tensors that the EMA follows, in the order of ``parameters()``."""
-        named = dict((student or self._student).named_parameters())
+        """The student's trained tensors that the EMA follows, in the order of ``parameters()`` (resolved once for
+        the student it was built from: this runs every optimiser step)."""
+        if student is None or student is self._student:
+            return self._tracked
+        named = dict(student.named_parameters())
         return [named[n] for n in self.names]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

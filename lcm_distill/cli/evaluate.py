@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..conventions import DTYPE_NAMES, dtype_arg
 from ..evaluation.generation import KINDS, TIMESTEP_SPACINGS
-from ..paths import TESTBED_DIR
+from ..paths import TESTBED_DIR, is_testbed_reference
 
 DEFAULT_TESTBED = str(TESTBED_DIR)  # the checkout's, not ./assets/testbed: the command works from any folder
 
@@ -85,10 +85,6 @@ def _protocol(reference: str) -> dict | None:
 
     path = Path(reference) / PROTOCOL_FILE
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _is_testbed(reference: str | None) -> bool:
-    return reference is not None and (Path(reference) / "testbed.json").exists()
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -174,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    on_testbed = _is_testbed(args.reference)
+    on_testbed = is_testbed_reference(args.reference)
     fid_kind = args.fid_features if args.fid_features != "auto" else (
         "testbed" if on_testbed else "inception" if args.reference else "none")
     acc_kind = args.prompt_accuracy if args.prompt_accuracy != "auto" else ("testbed" if on_testbed else "none")

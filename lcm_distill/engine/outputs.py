@@ -50,12 +50,18 @@ def _grid(rows: list[list[np.ndarray]]) -> Image.Image:
     return Image.fromarray(canvas)
 
 
+def sampling_guidance(cfg: Config, models: Models) -> float:
+    """guidance_scale for the run's own sampling passes (validation grids, the quality signal): the validation
+    guidance for a student with an omega input, 1 (no CFG, the guidance is baked in) for one without."""
+    return cfg.train.validation_guidance_scale if models.omega_dim else 1.0
+
+
 @torch.no_grad()
 def validation_images(models: Models, unet, cfg: Config, seed: int = 0) -> Image.Image:
     """Grid of the validation prompts (rows) x step counts (columns) for one UNet."""
     pipe = _pipeline(models, unet, cfg.objective.num_points)
     res = cfg.data.resolution
-    guidance = cfg.train.validation_guidance_scale if models.omega_dim else 1.0
+    guidance = sampling_guidance(cfg, models)
     rows = []
     for prompt in cfg.train.validation_prompts:
         row = []

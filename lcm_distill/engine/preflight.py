@@ -145,12 +145,16 @@ def _columns_of(path: Path) -> tuple[list[str] | None, int | None, str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names), pq.read_metadata(path).num_rows, "rows"
-    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    if path.suffix not in (".jsonl", ".csv"):
+        return None, None, "rows"  # .json: one array or object, not read here
+    first, count = None, 0
+    with open(path, encoding="utf-8") as f:  # streamed: a caption file can be millions of lines
+        for line in f:
+            if line.strip():
+                first, count = first or line, count + 1
     if path.suffix == ".jsonl":
-        return (list(json.loads(lines[0])) if lines else None), len(lines), "rows"
-    if path.suffix == ".csv":
-        return (lines[0].strip().split(",") if lines else None), max(len(lines) - 1, 0), "rows"
-    return None, None, "rows"  # .json: one array or object, not read here
+        return (list(json.loads(first)) if first else None), count, "rows"
+    return (first.strip().split(",") if first else None), max(count - 1, 0), "rows"
 
 
 def check_data(cfg: Config) -> None:
@@ -213,11 +217,9 @@ def check_quality(cfg: Config) -> None:
         raise ConfigError(f"train.quality_reference={t.quality_reference}: {err}") from err
     if len(rows) < 2:
         raise ConfigError(f"train.quality_reference={t.quality_reference}: FID needs at least 2 images.")
-    testbed = t.quality_features == "testbed" or (
-        t.quality_features == "auto" and (Path(t.quality_reference) / "testbed.json").exists())
-    if testbed:
-        from ..paths import TESTBED_DIR
+    from ..paths import TESTBED_DIR, is_testbed_reference
 
+    if t.quality_features == "testbed" or (t.quality_features == "auto" and is_testbed_reference(t.quality_reference)):
         if not (Path(TESTBED_DIR) / "classifier" / "model.safetensors").is_file():
             raise ConfigError(f"train.quality_features=testbed: no classifier in {TESTBED_DIR}; use "
                               "train.quality_features=inception.")  # fmt: skip
@@ -249,12 +251,11 @@ def check_push(cfg: Config) -> None:
     """train.push_to_hub happens after the last step: an upload that cannot happen is said before the first one."""
     if not cfg.train.push_to_hub:
         return
-    from ..hub import offline
+    from ..hub import offline, offline_note
 
     if offline():
-        raise ConfigError(f"train.push_to_hub=true (to {cfg.train.hub_model_id}) but the Hub is offline here "
-                          "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE); unset it, or set "
-                          "train.push_to_hub=false and upload the exported folder later (hf upload).")  # fmt: skip
+        raise ConfigError(f"train.push_to_hub=true (to {cfg.train.hub_model_id}) but {offline_note()}; unset it, "
+                          "or set train.push_to_hub=false and upload the exported folder later (hf upload).")
     from huggingface_hub import get_token
 
     if get_token() is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +41,6 @@ class QualityProbe:
     resolution: int
     best: float = math.inf
     best_step: int | None = None
-    history: list[tuple[int, float]] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg, device: str | torch.device, guidance_scale: float) -> QualityProbe:
@@ -72,7 +71,6 @@ class QualityProbe:
 
     def record(self, step: int, value: float) -> tuple[bool, bool]:
         """(new best, sharply degraded) after ``value`` at ``step``."""
-        self.history.append((step, value))
         degraded = math.isfinite(self.best) and value > DEGRADED_FACTOR * self.best
         is_best = value < self.best
         if is_best:
@@ -88,10 +86,11 @@ class QualityProbe:
 
 
 def _extractor(kind: str, reference: str, device, inception_cls):
+    from ..paths import TESTBED_DIR, is_testbed_reference
+
     if kind == "auto":
-        kind = "testbed" if (Path(reference) / "testbed.json").exists() else "inception"
+        kind = "testbed" if is_testbed_reference(reference) else "inception"
     if kind == "testbed":
-        from ..paths import TESTBED_DIR
         from ..testbed.scorers import load_testbed_features
 
         return load_testbed_features(TESTBED_DIR, device)
@@ -122,9 +121,10 @@ class QualityWatch:
     def __init__(self, cfg, accelerator, parallel, models, root: Path, resumed: bool) -> None:
         self.cfg, self.acc, self.parallel, self.models = cfg, accelerator, parallel, models
         self.folder = root / BEST_DIR
-        guidance = cfg.train.validation_guidance_scale if models.omega_dim else 1.0
+        from .outputs import sampling_guidance
+
         main = accelerator.is_main_process
-        self.probe = QualityProbe.from_config(cfg, accelerator.device, guidance) if main else None
+        self.probe = QualityProbe.from_config(cfg, accelerator.device, sampling_guidance(cfg, models)) if main else None
         self.last: float | None = None
         self.last_step: int | None = None
         if self.probe is not None and resumed:

@@ -148,7 +148,7 @@ def run_evaluation(
                 with meter.attach(pipe):
                     images = generate(pipe, chunk, int(steps), float(g), config.seed + start, config.batch_size,
                                       meter, **config.call_kwargs)  # fmt: skip
-                first = images[:k] if first is None else first
+                first = images[:k] if first is None else torch.cat([first, images[: k - len(first)]])
                 report.image_size = list(images.shape[-2:])
                 if fid:
                     feats.append(extract_features(feature_extractor, fid_sized(images, config.fid_image_size),

@@ -124,3 +124,18 @@ def test_fid_sized_resizes_only_when_sizes_differ():
     small = fid_sized(x, 8)
     assert small.shape == (2, 3, 8, 8) and small.min() >= 0 and small.max() <= 1
     assert torch.allclose(small.mean(), x.mean(), atol=0.02)  # an average, not a corner crop
+
+
+def test_the_grid_is_the_same_whatever_the_chunk(tiny_pipe, tmp_path):
+    """Grid columns come from the first images across chunks (with chunks of 2 the grid held only 2 of 4 columns)."""
+    from PIL import Image
+
+    from lcm_distill.evaluation import EvalConfig, run_evaluation
+
+    prompts = [f"a photo {i}" for i in range(5)]
+    for chunk in (2, 1024):
+        config = EvalConfig(steps=(1,), guidance_scales=(3.0,), batch_size=2, chunk_images=chunk, warmup=False,
+                            grid_prompts=4)  # fmt: skip
+        run_evaluation(tiny_pipe, prompts, config, tmp_path / f"c{chunk}")
+    a, b = (np.asarray(Image.open(tmp_path / f"c{c}" / "grid_g3.png")) for c in (2, 1024))
+    assert a.shape == b.shape and np.array_equal(a, b)
