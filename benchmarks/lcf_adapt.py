@@ -48,6 +48,7 @@ import yaml
 
 from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, train_argv
 from lcm_distill.config import parse_override
+from lcm_distill.testbed.domains import DOMAINS, HARD_DOMAINS
 
 GUIDANCE = 6.0
 RECIPE = "configs/lcf_tiny_cpu.yaml"
@@ -75,7 +76,7 @@ for _name, _sets in list(CANDIDATES.items()):
     MODES[_name] = ["objective.curriculum=none", *_sets]
     MODES[f"curriculum_{_name}"] = [*MODES["curriculum"], *_sets]
 MODES["curriculum_all"] = [*MODES["curriculum"], *(s for sets in CANDIDATES.values() for s in sets)]
-DOMAINS = ("letters", "shapes", "shapes_known")
+GAP_TARGET = 0.8  # issue 24: the shipped recipe closes >= 80% of the gap to the VAE floor in 300 steps, every domain
 
 
 @dataclass
@@ -90,22 +91,24 @@ class Plan:
     stage_steps: int = STAGE_STEPS
     lcd_steps: int = 300
     jobs: int = 2
+    seeds: list[int] = field(default_factory=lambda: [0])  # LCF training seeds (train.seed) per (domain, mode)
     section: str = "lcf_adapt"  # RESULTS.md marker and the report/plot file names
 
     def domain_dir(self, domain: str) -> Path:
         return self.out / "domains" / domain
 
-    def run_dir(self, domain: str, mode: str) -> Path:
-        """A run's folder; runs are reused by folder, so a non-default stage length gets folders of its own."""
+    def run_dir(self, domain: str, mode: str, seed: int = 0) -> Path:
+        """A run's folder; runs are reused by folder, so a non-default stage length or seed gets folders of its own
+        (seed 0 keeps the plain name of the runs published before seeds were varied)."""
         own = any(s.startswith("objective.curriculum_stage_steps=") for s in MODES.get(mode, ()))  # a fixed stage
         varies = "curriculum" in mode and not own and self.stage_steps != STAGE_STEPS
         stage = f"-stage{self.stage_steps}" if varies else ""
-        return self.out / "runs" / f"{domain}-{mode}{stage}"
+        return self.out / "runs" / f"{domain}-{mode}{stage}{f'-seed{seed}' if seed else ''}"
 
-    def report(self, domain: str, mode: str, budget: int) -> Path:
-        if budget == 0:
+    def report(self, domain: str, mode: str, budget: int, seed: int = 0) -> Path:
+        if budget == 0:  # the LCM before fine-tuning: one model whatever the training seed
             return self.out / "runs" / f"{domain}-start" / "report.json"
-        return self.run_dir(domain, mode) / f"eval-{budget}" / "report.json"
+        return self.run_dir(domain, mode, seed) / f"eval-{budget}" / "report.json"
 
 
 def domain_evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> list[str]:
@@ -115,21 +118,21 @@ def domain_evaluate_argv(plan: Plan, model: Path, domain: str, report: Path) -> 
                          num_images=plan.num_images, threads=1 if plan.jobs > 1 else 0)  # fmt: skip
 
 
-def lcf_argv(plan: Plan, domain: str, mode: str, budget: int, resume: bool) -> list[str]:
+def lcf_argv(plan: Plan, domain: str, mode: str, budget: int, resume: bool, seed: int = 0) -> list[str]:
     sets = [f"model.student={plan.student}", f"data.dataset={plan.domain_dir(domain) / 'train'}",
             f"train.max_train_steps={budget}", f"train.checkpoint_every={budget}",
-            f"train.checkpoints_keep={len(plan.budgets) + 1}", "train.validation_prompts=[]",
+            f"train.checkpoints_keep={len(plan.budgets) + 1}", "train.validation_prompts=[]", f"train.seed={seed}",
             f"objective.curriculum_stage_steps={plan.stage_steps}", "optim.lr_warmup_steps=10", *MODES[mode]]
-    return train_argv("train_lcf.py", RECIPE, plan.run_dir(domain, mode), sets, resume=resume)
+    return train_argv("train_lcf.py", RECIPE, plan.run_dir(domain, mode, seed), sets, resume=resume)
 
 
-def stale_settings(plan: Plan, domain: str, mode: str) -> list[str]:
+def stale_settings(plan: Plan, domain: str, mode: str, seed: int = 0) -> list[str]:
     """The mode's settings that an existing run folder was trained with differently (read from the run's
     config.resolved.yaml). Runs are reused by folder, so a changed recipe or mode must not pass as measured."""
-    saved = plan.run_dir(domain, mode) / "config.resolved.yaml"
+    saved = plan.run_dir(domain, mode, seed) / "config.resolved.yaml"
     if not saved.exists():
         return []
-    want = {}
+    want = {"train.seed": seed}
     for item in [f"objective.curriculum_stage_steps={plan.stage_steps}", *MODES[mode]]:  # as lcf_argv: later wins
         keys, value = parse_override(item)
         want[".".join(keys)] = value
@@ -144,7 +147,7 @@ def stale_settings(plan: Plan, domain: str, mode: str) -> list[str]:
     return stale
 
 
-def adapt_run(plan: Plan, domain: str, mode: str) -> None:
+def adapt_run(plan: Plan, domain: str, mode: str, seed: int = 0) -> None:
     """Train one (domain, mode) run to each budget in turn (resuming) and evaluate its target after each, in this
     process through the toolkit's CLIs (saves ~20 s of start-up per segment)."""
     from accelerate.state import AcceleratorState, GradientState, PartialState
@@ -153,14 +156,14 @@ def adapt_run(plan: Plan, domain: str, mode: str) -> None:
     from lcm_distill.cli.evaluate import main as evaluate_cli
     from lcm_distill.engine.checkpoint import checkpoint_path
 
-    run = plan.run_dir(domain, mode)
+    run = plan.run_dir(domain, mode, seed)
     for i, budget in enumerate(plan.budgets):
-        report = plan.report(domain, mode, budget)
+        report = plan.report(domain, mode, budget, seed)
         if report.exists():
             continue
         t0 = time.perf_counter()
         if not checkpoint_path(run, budget).exists():
-            argv = lcf_argv(plan, domain, mode, budget, resume=i > 0)
+            argv = lcf_argv(plan, domain, mode, budget, resume=i > 0, seed=seed)
             if train_cli(argv[1:], kind="lcf", prog="train_lcf.py") != 0:
                 raise RuntimeError(f"[lcf_adapt] training {domain} {mode} to {budget} steps failed")
             AcceleratorState._reset_state(reset_partial_state=True)
@@ -168,14 +171,14 @@ def adapt_run(plan: Plan, domain: str, mode: str) -> None:
             GradientState._reset_state()
         model = run / "target" if (run / "target").exists() else run / "student"  # mu = 0: no target network
         evaluate_cli(domain_evaluate_argv(plan, model, domain, report)[2:])
-        print(f"[lcf_adapt] {domain} {mode} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[lcf_adapt] {domain} {mode} seed {seed} budget {budget}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def plan_args(plan: Plan) -> list[str]:
     return ["--out", str(plan.out), "--student", str(plan.student), "--domains", *plan.domains,
             "--modes", *plan.modes, "--budgets", *map(str, plan.budgets), "--eval-steps", *map(str, plan.eval_steps),
             "--num-images", str(plan.num_images), "--stage-steps", str(plan.stage_steps),
-            "--jobs", str(plan.jobs)]  # fmt: skip
+            "--jobs", str(plan.jobs), "--seeds", *map(str, plan.seeds)]  # fmt: skip
 
 
 def chains(plan: Plan) -> list[list[Step]]:
@@ -184,20 +187,43 @@ def chains(plan: Plan) -> list[list[Step]]:
         start = plan.report(domain, "", 0)
         work.append([Step(f"eval-{domain}-start", domain_evaluate_argv(plan, plan.student, domain, start), start)])
         for mode in plan.modes:
-            argv = ["benchmarks/lcf_adapt.py", "--run", domain, mode, *plan_args(plan)]
-            work.append([Step(f"lcf-{domain}-{mode}", argv, plan.report(domain, mode, plan.budgets[-1]))])
+            for seed in plan.seeds:
+                argv = ["benchmarks/lcf_adapt.py", "--run", domain, mode, str(seed), *plan_args(plan)]
+                name = f"lcf-{domain}-{mode}{f'-seed{seed}' if seed else ''}"
+                work.append([Step(name, argv, plan.report(domain, mode, plan.budgets[-1], seed))])
     return sorted(work, key=lambda c: c[0].name.startswith("eval"))  # the long chains first
 
 
+def fids(plan: Plan, domain: str, mode: str, budget: int, steps: int) -> list[float]:
+    """The held-out FID of each training seed (one value at budget 0: the LCM before fine-tuning)."""
+    seeds = [0] if budget == 0 else plan.seeds
+    out = []
+    for seed in seeds:
+        report = json.loads(plan.report(domain, mode, budget, seed).read_text())
+        out.append(next(r["fid"] for r in report["results"] if r["steps"] == steps))
+    return out
+
+
 def fid(plan: Plan, domain: str, mode: str, budget: int, steps: int) -> float:
-    report = json.loads(plan.report(domain, mode, budget).read_text())
-    return next(r["fid"] for r in report["results"] if r["steps"] == steps)
+    """The mean over the training seeds."""
+    values = fids(plan, domain, mode, budget, steps)
+    return sum(values) / len(values)
 
 
 def score(plan: Plan, domain: str, mode: str, budget: int, steps: int, key: str) -> float | None:
-    """A prompt-accuracy score of a report (None in reports written before the domains had a scorer)."""
-    report = json.loads(plan.report(domain, mode, budget).read_text())
-    return next(r["scores"].get(key) for r in report["results"] if r["steps"] == steps)
+    """A prompt-accuracy score (mean over the seeds; None in reports written before the domains had a scorer)."""
+    values = []
+    for seed in [0] if budget == 0 else plan.seeds:
+        report = json.loads(plan.report(domain, mode, budget, seed).read_text())
+        values.append(next(r["scores"].get(key) for r in report["results"] if r["steps"] == steps))
+    return None if None in values else sum(values) / len(values)
+
+
+def gap_closed(plan: Plan, domain: str, mode: str, budget: int = 300) -> list[float]:
+    """Per seed, the share of the gap from the LCM's 4-step FID to the VAE floor that ``budget`` LCF steps close
+    (issue 24's primary measure: 1.0 = as good as the frozen VAE can draw the domain; > 1 is within FID noise)."""
+    start, floor = fid(plan, domain, "", 0, 4), vae_floor(plan, domain)
+    return [(start - f) / (start - floor) for f in fids(plan, domain, mode, budget, 4)]
 
 
 def vae_floor(plan: Plan, domain: str) -> float:
@@ -236,10 +262,13 @@ def reach_verdict(plan: Plan, reach: list[int]) -> str:
 def write_report(plan: Plan, command: str, minutes: float) -> str:
     budgets = [0, *plan.budgets]
     head = " | ".join(f"{s}-step FID at {', '.join(map(str, budgets))} LCF steps" for s in plan.eval_steps)
+    seeds = f"training seeds {', '.join(map(str, plan.seeds))}: every FID is their mean" if len(plan.seeds) > 1 else \
+        f"training seed {plan.seeds[0]}"
     md = [f"Command: `{command}` ({minutes:.1f} min on this machine). Held-out FID (testbed features, "
           f"{plan.num_images} images, guidance_scale {GUIDANCE:g}) of the exported target; budget 0 is the LCM "
-          "before fine-tuning. Lower is better. Modes without a target network (mu = 0) are scored on the student.", "",
-          f"| domain | mode | {head} |", "|---|---|" + "---|" * len(plan.eval_steps)]  # fmt: skip
+          "before fine-tuning. Lower is better. Modes without a target network (mu = 0) are scored on the student. "
+          f"{seeds[0].upper()}{seeds[1:]}.", *_gap_table(plan),
+          "", f"| domain | mode | {head} |", "|---|---|" + "---|" * len(plan.eval_steps)]  # fmt: skip
     verdicts = []
     for domain in plan.domains:
         for mode in plan.modes:
@@ -273,6 +302,29 @@ def write_report(plan: Plan, command: str, minutes: float) -> str:
     text = "\n".join(md)
     (plan.out / f"{plan.section}.md").write_text(text)
     return text
+
+
+def _gap_table(plan: Plan) -> list[str]:
+    """The primary column: the share of the gap to the VAE floor closed in 300 steps, mean ± std over the seeds
+    (with the worst and best seed), against the >= 80% target; empty when 300 is not a budget."""
+    if 300 not in plan.budgets:
+        return []
+    md = ["", f"Share of the gap to the VAE floor closed in 300 LCF steps (the start's 4-step FID -> the frozen VAE's "
+          f"round trip of the held-out images), mean ± std over {len(plan.seeds)} seed(s) [worst, best]; target "
+          f">= {GAP_TARGET:.0%} on every domain with the shipped recipe (curriculum mode):", "",
+          "| domain | mode | start 4-step FID | VAE floor | 4-step FID at 300 | gap closed at 300 | target |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for domain in plan.domains:
+        for mode in plan.modes:
+            g = gap_closed(plan, domain, mode)
+            mean = sum(g) / len(g)
+            std = (sum((x - mean) ** 2 for x in g) / (len(g) - 1)) ** 0.5 if len(g) > 1 else 0.0
+            verdict = "met" if mean >= GAP_TARGET else "MISSED"
+            hard = " (hard)" if domain in HARD_DOMAINS else ""
+            md.append(f"| {domain}{hard} | {mode} | {fid(plan, domain, '', 0, 4):.2f} | {vae_floor(plan, domain):.2f} "
+                      f"| {fid(plan, domain, mode, 300, 4):.2f} | {mean:.0%} ± {std:.0%} [{min(g):.0%}, {max(g):.0%}] "
+                      f"| {verdict} |")  # fmt: skip
+    return md
 
 
 def _accuracy_table(plan: Plan, budgets: list[int]) -> list[str]:
@@ -355,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-steps", type=int, default=STAGE_STEPS,
                    help="objective.curriculum_stage_steps of curriculum modes (another value: runs of its own)")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--run", nargs=2, metavar=("DOMAIN", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="LCF training seeds per (domain, mode): tables give the mean, the gap table mean ± std")
+    p.add_argument("--run", nargs=3, metavar=("DOMAIN", "MODE", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--section", default="lcf_adapt",
                    help="RESULTS.md section (marker) to publish into, e.g. lcf_adapt_candidates for a --modes study")
     p.add_argument("--publish", action="store_true", help="write the results into benchmarks/RESULTS.md")
@@ -367,15 +421,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     plan = Plan(out=out, student=(args.student or out / "lcd" / "target").resolve(), domains=args.domains,
                 modes=args.modes, budgets=args.budgets, eval_steps=args.eval_steps, num_images=args.num_images,
-                stage_steps=args.stage_steps, jobs=args.jobs, section=args.section)  # fmt: skip
+                stage_steps=args.stage_steps, jobs=args.jobs, section=args.section, seeds=args.seeds)  # fmt: skip
     if args.run:
-        adapt_run(plan, *args.run)
+        adapt_run(plan, args.run[0], args.run[1], int(args.run[2]))
         return 0
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds {args.seeds}: each seed once")
     for domain in plan.domains:
         for mode in plan.modes:
-            if stale := stale_settings(plan, domain, mode):
-                p.error(f"{plan.run_dir(domain, mode)} was trained with other settings ({'; '.join(stale)}): delete "
-                        "it, or give another --out")
+            for seed in plan.seeds:
+                if stale := stale_settings(plan, domain, mode, seed):
+                    p.error(f"{plan.run_dir(domain, mode, seed)} was trained with other settings ({'; '.join(stale)}): "
+                            "delete it, or give another --out")
     t0 = time.perf_counter()
     prepare(plan)
     run_chains(chains(plan), plan)

@@ -9,9 +9,16 @@
   jittered in position and size. Captions "a red circle" (unseen words).
 - ``shapes_known``: the same images as ``shapes``, captioned with words the encoder knows ("a red digit 0" for a
   circle, ... "digit 4" for a ring), so known-word and new-word captions can be compared on identical pixels.
+- ``outlines`` (harder): the digits 0-9, but as thin coloured outlines (the glyph hollow) on white - the other
+  background polarity and another stroke style than the testbed's filled strokes on black; known-word captions
+  "a red digit 7", so what must change is the style, not the vocabulary.
+- ``photos`` (harder): real photographs - square crops (25-60% of the short side, random flips) of nine photos and
+  textures bundled inside scikit-image's wheel (astronaut, coffee, cat, rocket, stained tissue, Hubble deep field,
+  brick, grass, gravel), captioned "a photo of a cat" with words the testbed never saw, no colour axis. Natural
+  image statistics the testbed VAE was never trained on: its round-trip floor is far from zero.
 
 Every domain differs from the training data (coloured strokes on black) in shapes, background and captions. The
-train and test splits use disjoint jitter draws (seeded), so the same call writes byte-identical files.
+train and test splits use disjoint jitter (or crop) draws (seeded), so the same call writes byte-identical files.
 
 Each domain folder can hold its own prompt-accuracy classifier (``classifier/``, the testbed's digit/colour
 architecture with the object index as the "digit"; :func:`write_domain_classifier`), so LCF's effect on whether an
@@ -24,26 +31,28 @@ import argparse
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .digits import COLOR_NAMES, COLORS
 
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+
 LETTERS = tuple("ABCDEFGHIJ")
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
-DOMAINS = ("letters", "shapes", "shapes_known")
 SUPERSAMPLE = 4  # draw at 4x and downsample with a box filter: anti-aliased edges like the digits' bilinear strokes
 
 
-def _letter(draw, cx: float, cy: float, s: float, name: str, fill) -> None:
+def _letter(draw, cx: float, cy: float, s: float, name: str, fill, background=None) -> None:
     from PIL import ImageFont
 
     font = ImageFont.load_default(size=max(8, round(s * 1.6)))
     draw.text((cx, cy), name, fill=fill, font=font, anchor="mm")
 
 
-def _shape(draw, cx: float, cy: float, s: float, name: str, fill) -> None:
+def _shape(draw, cx: float, cy: float, s: float, name: str, fill, background=None) -> None:
     r = s / 2
     box = (cx - r, cy - r, cx + r, cy + r)
     if name == "circle":
@@ -63,37 +72,111 @@ def _shape(draw, cx: float, cy: float, s: float, name: str, fill) -> None:
         raise ValueError(name)
 
 
-SPECS: dict[str, tuple[tuple[str, ...], Callable, tuple[int, int, int], Callable[[str, str], str]]] = {
-    # domain -> (object names, painter, background RGB, caption(color, name))
-    "letters": (LETTERS, _letter, (215, 215, 215), lambda c, n: f"a {c} letter {n.lower()}"),
-    "shapes": (SHAPES, _shape, (128, 128, 128), lambda c, n: f"a {c} {n}"),
-    "shapes_known": (SHAPES, _shape, (128, 128, 128), lambda c, n: f"a {c} digit {SHAPES.index(n)}"),
+def _outline(draw, cx: float, cy: float, s: float, name: str, fill, background) -> None:
+    """A digit's outline only: the glyph filled with the background and stroked in the colour (thin, hollow)."""
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=max(8, round(s * 1.6)))
+    draw.text((cx, cy), name, fill=background, font=font, anchor="mm", stroke_width=max(2, round(s / 14)),
+              stroke_fill=fill)  # fmt: skip
+
+
+# scikit-image's bundled photos (skimage.data, inside the wheel: no download): name -> (loader, caption noun)
+PHOTOS: dict[str, tuple[str, str]] = {
+    "astronaut": ("astronaut", "an astronaut"), "coffee": ("coffee", "a cup of coffee"), "cat": ("chelsea", "a cat"),
+    "rocket": ("rocket", "a rocket"), "tissue": ("immunohistochemistry", "stained tissue"),
+    "galaxies": ("hubble_deep_field", "galaxies"), "bricks": ("brick", "a brick wall"), "grass": ("grass", "grass"),
+    "gravel": ("gravel", "gravel"),
+}  # fmt: skip
+
+
+def _photo_source(name: str):
+    """The whole photo ``name`` as a PIL RGB image (grey textures as RGB), loaded once per process."""
+    from PIL import Image
+
+    cache = _photo_source.__dict__.setdefault("cache", {})
+    if name not in cache:
+        try:
+            import skimage.data
+        except ImportError as e:  # pragma: no cover - scikit-image is in requirements.txt
+            raise ImportError("the 'photos' LCF domain crops scikit-image's bundled photos: pip install "
+                              "scikit-image (requirements.txt pins it)") from e  # fmt: skip
+        cache[name] = Image.fromarray(getattr(skimage.data, PHOTOS[name][0])()).convert("RGB")
+    return cache[name]
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """How a domain draws and captions: ``names`` are its objects; ``colors`` the colour names crossed with them
+    (``("",)``: one uncoloured prompt per object); ``caption(color, name)``; ``per_prompt_scale`` multiplies the
+    images per prompt so that an uncoloured domain has about as many images as a coloured one."""
+
+    names: tuple[str, ...]
+    caption: Callable[[str, str], str]
+    background: tuple[int, int, int] = (0, 0, 0)
+    paint: Callable | None = None  # (draw, cx, cy, size, name, fill, background) on a supersampled canvas
+    colors: tuple[str, ...] = COLOR_NAMES
+    pixel_seed: int = 0  # the jitter stream: two domains with one seed draw identical geometry
+    per_prompt_scale: int = 1
+
+
+SPECS: dict[str, DomainSpec] = {
+    "letters": DomainSpec(LETTERS, lambda c, n: f"a {c} letter {n.lower()}", (215, 215, 215),
+                          _letter, pixel_seed=0),
+    "shapes": DomainSpec(SHAPES, lambda c, n: f"a {c} {n}", (128, 128, 128),
+                         _shape, pixel_seed=1),
+    "shapes_known": DomainSpec(SHAPES, lambda c, n: f"a {c} digit {SHAPES.index(n)}", (128, 128, 128),
+                               _shape, pixel_seed=1),
+    # the digits themselves, drawn the other way round: thin coloured outlines on white (known-word captions)
+    "outlines": DomainSpec(DIGIT_NAMES, lambda c, n: f"a {c} digit {n}", (250, 250, 250), _outline, pixel_seed=2),
+    # real photographs: square crops of scikit-image's bundled photos and textures, no colour axis
+    "photos": DomainSpec(tuple(PHOTOS), lambda c, n: f"a photo of {PHOTOS[n][1]}", colors=("",), pixel_seed=3,
+                         per_prompt_scale=6),
 }
+DOMAINS = tuple(SPECS)
+HARD_DOMAINS = ("outlines", "photos")  # issue 24: unlike the digits in polarity and stroke, or real photographs
+
+
+def _photo_crop(rng: np.random.Generator, name: str, size: int):
+    """A random square crop (25-60% of the photo's short side), flipped left-right half the time, box-filtered to
+    ``size``: textures and parts of real photos at the testbed's resolution."""
+    from PIL import Image
+
+    src = _photo_source(name)
+    side = round(min(src.size) * rng.uniform(0.25, 0.6))
+    x, y = rng.integers(0, src.size[0] - side + 1), rng.integers(0, src.size[1] - side + 1)
+    img = src.crop((int(x), int(y), int(x) + side, int(y) + side))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return img.resize((size, size), Image.BOX)
 
 
 def render_domain(domain: str, split: str, per_prompt: int, size: int = 16, seed: int = 0):
-    """(images uint8 (N, size, size, 3), captions): every (colour, object) prompt ``per_prompt`` times."""
+    """(images uint8 (N, size, size, 3), captions): every (colour, object) prompt ``per_prompt`` times (times the
+    domain's ``per_prompt_scale``), colour-major within a round."""
     from PIL import Image, ImageDraw
 
     if domain not in SPECS:
         raise ValueError(f"domain={domain!r} is not one of {list(DOMAINS)}.")
-    names, paint, background, caption = SPECS[domain]
-    pixel_seed = {"letters": 0, "shapes": 1, "shapes_known": 1}[domain]  # shapes_known: the same pixels as shapes
-    rng = np.random.default_rng([seed, pixel_seed, 0 if split == "train" else 1])
+    spec = SPECS[domain]
+    rng = np.random.default_rng([seed, spec.pixel_seed, 0 if split == "train" else 1])
     big = size * SUPERSAMPLE
     images, captions = [], []
-    for _ in range(per_prompt):
-        for color in COLOR_NAMES:
-            for name in names:
+    for _ in range(per_prompt * spec.per_prompt_scale):
+        for color in spec.colors:
+            for name in spec.names:
+                captions.append(spec.caption(color, name))
+                if domain == "photos":
+                    images.append(np.asarray(_photo_crop(rng, name, size)))
+                    continue
                 s = big * rng.uniform(0.45, 0.7)
                 cx, cy = big / 2 + rng.uniform(-0.15, 0.15, size=2) * big
-                img = Image.new("RGB", (big, big), background)
+                img = Image.new("RGB", (big, big), spec.background)
                 fill = tuple(round(255 * v) for v in COLORS[color])
-                paint(ImageDraw.Draw(img), cx, cy, s, name, fill)
-                if domain == "letters":
-                    img = img.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=background)
+                spec.paint(ImageDraw.Draw(img), cx, cy, s, name, fill, spec.background)
+                if domain in ("letters", "outlines"):
+                    img = img.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=spec.background)
                 images.append(np.asarray(img.resize((size, size), Image.BOX)))
-                captions.append(caption(color, name))
     return np.stack(images), captions
 
 
@@ -118,10 +201,10 @@ def write_domain(root: str | Path, domain: str, train_per_prompt: int = 20, test
 
 def parse_domain_caption(domain: str, caption: str) -> tuple[int, int] | None:
     """(object index, colour index) a caption of ``domain`` asks for, or None when it is not of that form."""
-    names, _, _, make = SPECS[domain]
-    for ci, color in enumerate(COLOR_NAMES):
-        for oi, name in enumerate(names):
-            if caption.strip().lower() == make(color, name):
+    spec = SPECS[domain]
+    for ci, color in enumerate(spec.colors):
+        for oi, name in enumerate(spec.names):
+            if caption.strip().lower() == spec.caption(color, name):
                 return oi, ci
     return None
 

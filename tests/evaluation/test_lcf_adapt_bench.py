@@ -41,7 +41,32 @@ def test_domains_are_deterministic_held_out_and_captioned(tmp_path):
     assert len(rows) == 60 and (root / "test" / rows[0]["file_name"]).exists()
     with pytest.raises(ValueError, match="domain='fonts'"):
         render_domain("fonts", "train", 1)
-    assert set(DOMAINS) == {"letters", "shapes", "shapes_known"}
+    assert set(DOMAINS) == {"letters", "shapes", "shapes_known", "outlines", "photos"}
+
+
+def test_the_hard_domains_differ_from_the_digits_as_the_issue_asks():
+    """outlines: the digits' own captions, but thin coloured outlines on white (the other polarity and stroke);
+    photos: crops of scikit-image's bundled photographs (natural statistics), held out by crop, captioned by photo."""
+    from lcm_distill.testbed.digits import COLORS
+    from lcm_distill.testbed.domains import HARD_DOMAINS, PHOTOS
+
+    assert set(HARD_DOMAINS) == {"outlines", "photos"}
+    out, caps = render_domain("outlines", "train", 1)
+    assert out.shape == (60, 16, 16, 3) and caps[7] == "a red digit 7" and caps[10] == "a green digit 0"
+    assert out[:, 0, 0].min() >= 240  # white background (the digits: black)
+    red = out[:10].astype(float)
+    ink = (red[..., 0] - red[..., 1:].mean(-1)) > 40  # pixels that show the red stroke
+    assert 0.05 < ink.mean() < 0.35, ink.mean()  # a thin outline: far less ink than a filled glyph
+    assert COLORS["red"][0] == 1.0  # the test's notion of red
+    photos, pcaps = render_domain("photos", "train", 1)
+    again, _ = render_domain("photos", "train", 1)
+    held, _ = render_domain("photos", "test", 1)
+    assert photos.shape == (6 * len(PHOTOS), 16, 16, 3) and np.array_equal(photos, again)
+    assert not np.array_equal(photos, held)  # other crops on the held-out split
+    assert pcaps[:3] == ["a photo of an astronaut", "a photo of a cup of coffee", "a photo of a cat"]
+    assert photos.std(axis=(1, 2, 3)).min() > 3  # textured crops, not flat fields
+    grey = [i for i, c in enumerate(pcaps) if c in ("a photo of grass", "a photo of gravel")]
+    assert np.abs(photos[grey, ..., 0].astype(int) - photos[grey, ..., 2]).max() == 0  # grey textures stay grey
 
 
 def test_every_mode_is_a_valid_lcf_run_with_its_switches(bench, tmp_path, capsys):
@@ -179,3 +204,32 @@ def test_a_study_publishes_into_its_own_section(bench, tmp_path):
     new = results.read_text()
     assert "<!-- lcf_adapt:begin -->\nmain\n<!-- lcf_adapt:end -->" in new
     assert "<!-- lcf_adapt_candidates:begin -->" in new
+
+
+def test_seeds_get_runs_of_their_own_and_the_gap_table_gives_mean_and_spread(bench, tmp_path):
+    """--seeds: one run per training seed (train.seed set, seed 0 keeps the published folder names), the FID tables
+    average the seeds, and the primary gap-to-floor table gives mean ± std [worst, best] against the 80% target."""
+    plan = bench.Plan(out=tmp_path / "out", student=tmp_path / "lcm", domains=["photos"], modes=["curriculum"],
+                      budgets=[100, 300], eval_steps=[1, 4], seeds=[0, 1, 2])  # fmt: skip
+    names = [c[0].name for c in bench.chains(plan)]
+    assert names == ["lcf-photos-curriculum", "lcf-photos-curriculum-seed1", "lcf-photos-curriculum-seed2",
+                     "eval-photos-start"]  # fmt: skip
+    argv = bench.lcf_argv(plan, "photos", "curriculum", 300, resume=False, seed=2)
+    cfg = parse_run(argv[1:], "lcf", argv[0])[1]
+    assert cfg.train.seed == 2 and cfg.train.output_dir == str(plan.run_dir("photos", "curriculum", 2))
+    assert plan.run_dir("photos", "curriculum", 0).name == "photos-curriculum"
+    _report(plan.report("photos", "", 0).parent, {1: 50.0, 4: 40.0})
+    plan.domain_dir("photos").mkdir(parents=True)
+    (plan.domain_dir("photos") / "vae_floor.json").write_text(json.dumps({"fid": 20.0, "num_images": 300}))
+    for seed, at300 in ((0, 22.0), (1, 24.0), (2, 26.0)):  # gap closed 90%, 80%, 70%
+        _report(plan.report("photos", "curriculum", 100, seed).parent, {1: 45.0, 4: 30.0})
+        _report(plan.report("photos", "curriculum", 300, seed).parent, {1: 44.0, 4: at300})
+    assert bench.gap_closed(plan, "photos", "curriculum") == pytest.approx([0.9, 0.8, 0.7])
+    text = bench.write_report(plan, "python benchmarks/lcf_adapt.py --seeds 0 1 2", 1.0)
+    assert "Training seeds 0, 1, 2: every FID is their mean." in text
+    assert "| photos (hard) | curriculum | 40.00 | 20.00 | 24.00 | 80% ± 10% [70%, 90%] | met |" in text
+    assert "| photos | curriculum | 50.00, 45.00, 44.00 | 40.00, 30.00, 24.00 |" in text
+    _report(plan.report("photos", "curriculum", 300, 0).parent, {1: 44.0, 4: 25.0})  # mean gap 75%: missed
+    assert "| 75% ± 5% [70%, 80%] | MISSED |" in bench.write_report(plan, "c", 1.0)
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "0", "0"])

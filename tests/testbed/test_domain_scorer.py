@@ -18,11 +18,14 @@ VAE = ROOT / "assets" / "testbed" / "teacher-eps" / "vae"
 @pytest.mark.parametrize("domain", sorted(SPECS))
 def test_every_caption_parses_to_its_object_and_colour(domain):
     _, captions = render_domain(domain, "test", 1)
-    names = SPECS[domain][0]
+    spec = SPECS[domain]
+    names, rounds = spec.names, spec.per_prompt_scale
     labels = [parse_domain_caption(domain, c) for c in captions]
-    assert len(set(labels)) == len(captions) == 6 * len(names)  # one (object, colour) per prompt, all distinct
-    assert labels[0] == (0, 0) and labels[1] == (1, 0) and labels[len(names)] == (0, 1)  # captions: colour-major
-    assert parse_domain_caption(domain, "a red digit 7") is None or domain == "shapes_known"
+    prompts = len(spec.colors) * len(names)
+    assert len(captions) == rounds * prompts and len(set(labels)) == prompts  # each prompt once a round
+    assert labels[0] == (0, 0) and labels[1] == (1, 0)  # captions: colour-major within a round
+    assert labels[len(names)] == ((0, 1) if len(spec.colors) > 1 else (0, 0))  # uncoloured: the next round
+    assert parse_domain_caption(domain, "a red digit 7") is None or domain in ("shapes_known", "outlines")
     assert parse_domain_caption(domain, "a purple circle") is None
 
 
