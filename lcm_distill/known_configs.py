@@ -1,6 +1,7 @@
 """Network configurations of the public checkpoints the toolkit knows without the Hub: Stable Diffusion 2.1
-(``stabilityai/stable-diffusion-2-1``, 768 px, v-prediction, upcast attention) and 2.1-base
-(``stabilityai/stable-diffusion-2-1-base``, 512 px, epsilon), key for key where a key changes a shape or a code path.
+(``stabilityai/stable-diffusion-2-1``, 768 px, v-prediction, upcast attention), 2.1-base
+(``stabilityai/stable-diffusion-2-1-base``, 512 px, epsilon) and 1.5 (``stable-diffusion-v1-5/stable-diffusion-v1-5``,
+512 px, epsilon, CLIP ViT-L/14 text encoder), key for key where a key changes a shape or a code path.
 
 The memory planner reads them when a hub id is not in the local cache (``--dry-run`` offline); the test kit
 (lcm_distill/testing/sd21.py) builds random-weight networks from them. Parameter counts of the Hub weights are
@@ -85,9 +86,30 @@ def sd21_text_config() -> dict[str, Any]:
     return dict(_TEXT)
 
 
+# SD 1.5: the SD 2.x UNet layout with 8 heads of SD 1.x, 768-d cross-attention and convolutional projections; the
+# same VAE; OpenAI's CLIP ViT-L/14 text tower (12 layers, quick-GELU). The Hub folder moved from runwayml/ in 2024.
+SD15 = {"hub_id": "stable-diffusion-v1-5/stable-diffusion-v1-5", "aliases": ("runwayml/stable-diffusion-v1-5",),
+        "resolution": 512, "upcast_attention": False, "scheduler": "PNDMScheduler", "prediction_type": "epsilon"}
+SD15_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+
+
+def sd15_unet_config() -> dict[str, Any]:
+    return {**_UNET, "attention_head_dim": 8, "cross_attention_dim": 768, "use_linear_projection": False,
+            "sample_size": SD15["resolution"] // 8, "upcast_attention": False}  # fmt: skip
+
+
+def sd15_text_config() -> dict[str, Any]:
+    return {**_TEXT, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "hidden_act": "quick_gelu", "projection_dim": 768}  # fmt: skip
+
+
 def known_network_config(source: str, subfolder: str) -> dict[str, Any] | None:
     """The config.json of ``source``'s ``subfolder`` (unet, vae, text_encoder) when ``source`` is a hub id listed
     above, else None."""
+    if source in (SD15["hub_id"], *SD15["aliases"]):
+        configs = {"unet": sd15_unet_config, "vae": lambda: {**_VAE, "sample_size": SD15["resolution"]},
+                   "text_encoder": sd15_text_config}  # fmt: skip
+        return configs[subfolder]() if subfolder in configs else None
     for variant, spec in SD21_VARIANTS.items():
         if spec["hub_id"] == source:
             configs = {"unet": sd21_unet_config, "vae": sd21_vae_config, "text_encoder": lambda _: sd21_text_config()}

@@ -125,6 +125,22 @@ def read_scheduler_config(source: str, revision: str | None = None) -> dict:
     return dict(DDPMScheduler.load_config(source, subfolder="scheduler", revision=revision))
 
 
+def read_family(source: str, revision: str | None = None):
+    """The :class:`~lcm_distill.families.Family` of a diffusers folder / hub id, from its ``unet/config.json`` and
+    ``model_index.json`` (JSON reads; no weights are loaded). Raises what diffusers raises when the UNet config
+    cannot be read."""
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+
+    from .families import family_of
+
+    unet = UNet2DConditionModel.load_config(source, subfolder="unet", revision=revision)
+    try:
+        index = DiffusionPipeline.load_config(source, revision=revision)
+    except Exception:  # a folder without model_index.json: the UNet alone decides
+        index = None
+    return family_of(unet, index)
+
+
 EXPORTED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what an export writes
 
 

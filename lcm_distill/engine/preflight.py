@@ -113,6 +113,7 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     except ValueError as err:
         raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
     check_resolution(cfg.data.resolution, _vae_factor(cfg, source))
+    check_family(key, source, m.revision)
     dropped = components_not_exported(model_location(source, m.revision), m.revision)
     if dropped:
         logger.warning("%s: %s", key, dropped_components_note(source, dropped))
@@ -124,6 +125,25 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
             trained_n, cfg.objective.num_points, trained_n,
         )  # fmt: skip
     return sched
+
+
+def check_family(key: str, source: str, revision: str | None) -> None:
+    """Refuse, before any weight is loaded, a model family the engine does not train yet (SDXL), and say which
+    family the run trains (lcm_distill/families.py reads it from the folder's configs)."""
+    from ..families import FAMILIES
+    from ..models import read_family
+
+    try:
+        family = read_family(model_location(source, revision), revision)
+    except Exception as err:  # no readable unet/config.json: the model check above already vouched for the folder
+        logger.warning("%s=%s: could not read unet/config.json to tell the model family (%s)", key, source, err)
+        return
+    if not family.trainable:
+        ok = ", ".join(f.label for f in FAMILIES.values() if f.trainable)
+        raise ConfigError(f"{key}={source} is a {family.label} model (its UNet takes added text/time conditioning "
+                          f"and a second text encoder), which this version does not train yet; it trains {ok} "
+                          f"models (e.g. {FAMILIES['sd1'].example}, {FAMILIES['sd2'].example}).")  # fmt: skip
+    logger.info("%s: %s model (read from its unet/config.json)", key, family.label)
 
 
 def _columns_of(path: Path) -> tuple[list[str] | None, int | None, str]:

@@ -127,6 +127,23 @@ def test_sd21_counts_from_config_files_without_weights(tmp_path):
     assert lora.lora > 0
 
 
+def test_sd15_recipe_is_planned_offline_from_the_known_configs():
+    """configs/lcd_sd15_512.yaml's hub teacher is not cached here: the plan counts SD 1.5's true networks (the
+    smaller CLIP ViT-L text encoder, 768-d cross-attention) and comes out below 2.1-base's."""
+    from lcm_distill.known_configs import SD15_PARAMS
+
+    cfg = load_config("configs/lcd_sd15_512.yaml")
+    s = count_parameters(cfg)
+    assert s.unet == SD15_PARAMS["unet"] + 256 * 320 and (s.vae, s.text_encoder) == (83_653_863, 123_060_480)
+    plan, base = estimate(cfg, device_gib=80), estimate(load_config("configs/lcd_sd21_base_512.yaml"), device_gib=80)
+
+    def weights_and_states(p):
+        return sum(gib for what, gib, _ in p.lines if not what.startswith("activations"))
+
+    assert 17.5 < weights_and_states(plan) < weights_and_states(base)
+    assert "activations of this UNet were never measured" in plan.render()  # said, not guessed from SD 2.1's
+
+
 def test_lora_parameter_count_matches_peft(tmp_path):
     from peft import LoraConfig
 
