@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Fixed-omega vs omega-conditioned LCM-LoRA on the digits testbed (needs outputs/testbed-digits: bash scripts/demo.sh).
+# One seed, no target network (the recipe before the adapters' EMA). The seeded comparison, 3 seeds, both targets, with
+# the spread rule: python benchmarks/lora_target.py --versus (after its two runs; RESULTS.md "seeded").
 # Prints nothing itself; reports land in outputs/eval-lora-{fixed,omega}/report.json (table in benchmarks/RESULTS.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -5,6 +5,7 @@ difference is called only when the two means are further apart than the two spre
 
     python benchmarks/lora_target.py [--seeds 0 1 2] [--mus 0 0.95] [--train-steps 300] [--omega-conditioned]
         [--jobs 2] [--publish]
+    python benchmarks/lora_target.py --versus [--publish]   # fixed omega vs omega-conditioned, from both runs
 
 The LoRA settings are benchmarks/lora_compare.sh's (configs/lcd_tiny_cpu.yaml, rank 16, alpha 16, lr 1e-3, fixed
 omega 3, evaluated at 200 images, seed 0); ``--omega-conditioned`` trains an omega input beside the adapters instead
@@ -91,6 +92,30 @@ def table(summary: dict, plan: Plan, minutes: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def versus_table(fixed: Plan, omega: Plan) -> str:
+    """Fixed-omega LoRA (at its omega 3) against the omega-conditioned LoRA (at guidance 4 = omega 3), per target,
+    over the seeds both runs share: benchmarks/lora_compare.sh's question, with seeds and the spread rule."""
+    seeds = [s for s in fixed.seeds if s in omega.seeds]
+    lines = [f"Fixed omega (3) vs omega-conditioned LoRA (omega ~ U[2, 8], evaluated at omega 3), {len(seeds)} "
+             f"training seeds ({', '.join(map(str, seeds))}), {fixed.train_steps} steps; FID mean ± std (min-max); a "
+             "difference is called only when the means are further apart than the two std added.", "",
+             "| target | LoRA | " + " | ".join(f"FID {s} step{'s' * (s > 1)}" for s in EVAL_STEPS) + " |",
+             "|---|---" + "|---" * len(EVAL_STEPS) + "|"]  # fmt: skip
+    calls = []
+    for mu in [m for m in fixed.mus if m in omega.mus]:
+        pair = {}
+        for name, plan in (("fixed omega", fixed), ("omega-conditioned", omega)):
+            pair[name] = seed_summary([json.loads(plan.report(mu, s).read_text()) for s in seeds], ("fid",))["fid"]
+            cells = [f"{m:.2f} ± {sd:.2f} ({lo:.2f}-{hi:.2f})" for m, sd, lo, hi in pair[name].values()]
+            target = "none (mu 0)" if mu == 0 else f"EMA, mu {mu:g}"
+            lines.append(f"| {target} | {name} | " + " | ".join(cells) + " |")
+        a, b = pair["fixed omega"], pair["omega-conditioned"]
+        calls.append(f"mu {mu:g}: " + "; ".join(f"{s} step{'s' * (s > 1)} {verdict(a[s], b[s])}" + (
+            f" ({'fixed' if a[s][0] < b[s][0] else 'omega-conditioned'} better)" if verdict(a[s], b[s]).startswith(
+                "differs") else "") for s in a if s in b))  # fmt: skip
+    return "\n".join([*lines, "", *(f"- {c}." for c in calls)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -100,9 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--omega-conditioned", action="store_true", help="an omega input beside the adapters")
     p.add_argument("--out", type=Path, default=None, help="default: outputs/bench-lora-target[-omega]")
+    p.add_argument("--versus", action="store_true",
+                   help="no training: compare the finished fixed-omega and omega-conditioned runs (default folders)")
     p.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     import time
+
+    if args.versus:
+        fixed, omega = (Plan(ROOT / "outputs" / f"bench-lora-target{sfx}", args.seeds, args.mus, args.train_steps,
+                             args.num_images, args.jobs, bool(sfx)) for sfx in ("", "-omega"))  # fmt: skip
+        missing = [str(pl.report(mu, s)) for pl in (fixed, omega) for mu in pl.mus for s in pl.seeds
+                   if not pl.report(mu, s).exists()]  # fmt: skip
+        if missing:
+            p.error(f"--versus needs both runs finished; missing {missing[0]} (run without --versus, and with "
+                    "--omega-conditioned, first)")
+        text = versus_table(fixed, omega)
+        print(text)
+        if args.publish:
+            publish(text, ROOT / "benchmarks" / "RESULTS.md", "lora_versus",
+                    "LCM-LoRA fixed omega vs omega-conditioned, seeded (benchmarks/lora_target.py --versus)", [])
+        return 0
 
     out = args.out or ROOT / "outputs" / ("bench-lora-target-omega" if args.omega_conditioned else "bench-lora-target")
     plan = Plan(out, args.seeds, args.mus, args.train_steps, args.num_images, args.jobs, args.omega_conditioned)

@@ -44,3 +44,22 @@ def test_summary_and_the_spread_rule(bench, tmp_path):
     assert bench.verdict(s[0.0]["fid"][8], s[0.95]["fid"][8]) == "differs (ranges apart)"  # 9 ± 1.41 vs 3.1 ± 0.14
     text = bench.table(s, bench.Plan(tmp_path, [0, 1], [0.0, 0.95], 300, 200, 2))
     assert "4.00 ± 1.41 (3.00-5.00)" in text and "1 step: within spread;" in text and "8 steps: differs" in text
+
+
+def test_versus_compares_fixed_and_omega_conditioned_over_shared_seeds(bench, tmp_path):
+    """--versus: lora_compare.sh's question (fixed omega vs an omega input) from the two seeded runs, called by the
+    spread rule and saying which side is better."""
+    import json
+
+    fixed = bench.Plan(tmp_path / "f", [0, 1], [0.95], 300, 200, 1)
+    omega = bench.Plan(tmp_path / "o", [0, 1, 2], [0.95], 300, 200, 1, omega_conditioned=True)
+    for plan, base in ((fixed, 2.0), (omega, 3.0)):
+        for seed in plan.seeds:
+            plan.report(0.95, seed).parent.mkdir(parents=True)
+            fids = [base + 0.1 * seed, base + 0.1 * seed, 2.0 + seed, 2.0 + seed]  # steps 4 and 8: overlapping
+            plan.report(0.95, seed).write_text(json.dumps(_report(fids, [1.0] * 4)))
+    text = bench.versus_table(fixed, omega)
+    assert "2 training seeds (0, 1)" in text  # seed 2 of the omega run has no fixed partner
+    assert "| EMA, mu 0.95 | fixed omega | 2.05 ± 0.07 (2.00-2.10) |" in text
+    assert "- mu 0.95: 1 step differs (ranges apart) (fixed better); 2 steps differs (ranges apart) (fixed better); " \
+           "4 steps within spread; 8 steps within spread." in text
