@@ -48,6 +48,7 @@ import yaml
 
 from benchmarks.harness import ROOT, Step, evaluate_argv, publish, run_chains, train_argv
 from lcm_distill.config import parse_override
+from lcm_distill.conventions import omega_from_guidance_scale
 from lcm_distill.testbed.domains import DOMAINS, HARD_DOMAINS
 
 GUIDANCE = 6.0
@@ -70,7 +71,7 @@ MODES["curriculum_stage50"] = [*MODES["curriculum"], "objective.curriculum_stage
 CANDIDATES = {
     "high_noise": ["objective.timestep_sampling=high_noise"],
     "pseudo_huber": ["objective.loss=pseudo_huber"],
-    "omega_fixed": [f"objective.omega_fixed={GUIDANCE - 1:g}"],
+    "omega_fixed": [f"objective.omega_fixed={omega_from_guidance_scale(GUIDANCE):g}"],
 }
 for _name, _sets in list(CANDIDATES.items()):
     MODES[_name] = ["objective.curriculum=none", *_sets]
