@@ -160,15 +160,19 @@ class Parallel:
             return torch.autocast(acc.device.type, dtype=torch.bfloat16)
         return acc.autocast()
 
-    def clip(self, params: list[nn.Parameter], max_norm: float) -> None:
+    def clip(self, params: list[nn.Parameter], max_norm: float) -> float | None:
         """Global-norm clipping as DDP does it; DTensor gradients under fsdp2 (torch reduces the shards' norms);
-        DeepSpeed clips inside its step with gradient_clipping = optim.max_grad_norm."""
+        DeepSpeed clips inside its step with gradient_clipping = optim.max_grad_norm (no norm returned: None).
+        Returns the global gradient norm before clipping - logged as grad_norm, the first thing to read when a run
+        collapses or diverges."""
         if self.name == "zero2":
-            return
+            return None
         if self.name == "fsdp2":
-            torch.nn.utils.clip_grad_norm_(params, max_norm)
-            return
-        self.accelerator.clip_grad_norm_(params, max_norm)
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        else:
+            norm = self.accelerator.clip_grad_norm_(params, max_norm)
+        return None if norm is None else float(norm)
 
     @torch.no_grad()
     def ema_update(self, target: nn.Module, student: nn.Module, mu: float, impl: str) -> None:

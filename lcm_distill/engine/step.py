@@ -66,7 +66,7 @@ class TrainStep:
         acc, cs = self.accelerator, self.consistency
         world, rank, B = acc.num_processes, acc.process_index, self.batch_size
         step_noise = cs.draw(self.seed, step, self.accumulation * world * B)
-        losses, logs, bad, empty = [], [], False, False
+        losses, logs, bad, empty, grad_norm = [], [], False, False, None
         for micro in range(self.accumulation):
             batch = next(data)
             lo = (micro * world + rank) * B
@@ -85,7 +85,7 @@ class TrainStep:
                     losses.append(out.loss.detach())
                     logs.append(out.logs)
                 if acc.sync_gradients and not bad:
-                    self.parallel.clip(self.params, self.max_grad_norm)
+                    grad_norm = self.parallel.clip(self.params, self.max_grad_norm)
                     self.optimizer.step()
                 if acc.sync_gradients:  # accumulation: keep the micro-batches' gradients until the optimiser step
                     self.optimizer.zero_grad(set_to_none=True)  # (accelerate's wrapped optimiser does the same)
@@ -96,6 +96,8 @@ class TrainStep:
             self.parallel.ema_update(cs.models.target, cs.student, self.ema_at(step), self.ema_impl)
         loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
         mean_logs = {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
+        if grad_norm is not None:  # before clipping (zero2: DeepSpeed clips inside and reports none)
+            mean_logs["grad_norm"] = grad_norm
         if cs.objective.curriculum != "none":
             mean_logs.update(num_points=float(cs.points_at(step)), ema_decay=self.ema_at(step))
         return StepResult(loss, mean_logs)

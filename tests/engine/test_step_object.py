@@ -49,3 +49,34 @@ def test_consistency_step_builds_its_pieces_once_from_the_models(make_cfg):
                              "objective.kind=lcf", "train.ema_decay=0"])  # fmt: skip
     no_target = ConsistencyStep(load_run_models(lcf), lcf.objective, 16)
     assert no_target.teacher_ctx is None and no_target.target is no_target.student  # mu = 0: the student itself
+
+
+def test_the_step_logs_the_gradient_norm_before_clipping(make_cfg):
+    """grad_norm (tensorboard, every log_every steps) is the global norm the optimiser would have seen unclipped:
+    with a huge max_grad_norm it equals the norm of the gradients the optimiser steps on; with a tiny one it stays
+    that pre-clip value while the optimiser sees gradients clipped to max_grad_norm."""
+    from lcm_distill.engine import set_up_run
+    from lcm_distill.engine.engine_choice import resolve_engine
+    from lcm_distill.engine.parallel import Parallel
+
+    seen = {}
+    for max_norm in (1e9, 1e-4):
+        cfg = make_cfg(f"optim.max_grad_norm={max_norm:g}")
+        parallel = Parallel(resolve_engine(cfg))
+        parallel.build_accelerator(cfg)
+        run = set_up_run(cfg, parallel)
+        stepped = []
+        original = run.optimizer.step
+
+        def record(*a, _orig=original, _params=run.step.params, **k):
+            stepped.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in _params])).item())
+            return _orig(*a, **k)
+
+        run.optimizer.step = record
+        result = run.step(0, iter(run.batches))
+        seen[max_norm] = (result.logs["grad_norm"], stepped[-1])
+    logged, applied = seen[1e9]
+    assert logged > 1e-3 and abs(logged - applied) <= 1e-5 * logged
+    logged_small, applied_small = seen[1e-4]
+    assert abs(logged_small - logged) <= 1e-5 * logged  # same seed, same batch: the same pre-clip norm
+    assert abs(applied_small - 1e-4) < 1e-6
