@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"at step {exact}." if exact else f"Seed {seed}: the retrace to step {bad} did not collapse "
                   "(the trajectory is not reproducible?)", "", *window_table(s, exact or bad, args.span)]  # fmt: skip
     minutes = (time.perf_counter() - t0) / 60
-    lines.insert(1, f"({minutes:.0f} min of compute this run, {plan.jobs} chains at a time.)")
+    if minutes >= 1:  # a rerun that only reads finished runs says nothing about their cost
+        lines.insert(1, f"({minutes:.0f} min of compute this run, {plan.jobs} chains at a time.)")
     text = "\n".join(lines)
     print(text)
     if args.publish:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # annotations only
 __all__ = [
     "ModelCardInfo",
     "export_encoders",
+    "lcm_pipeline",
     "load_omega_lora",
     "merged_lora_unet",
     "push_to_hub",
@@ -104,6 +105,23 @@ def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
     return LCMScheduler.from_config(config, original_inference_steps=int(num_points))
 
 
+def lcm_pipeline(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
+                 text_encoder_2: Any = None, tokenizer_2: Any = None):  # fmt: skip
+    """The pipeline an export writes and a run samples with (validation, the quality signal): our ``LCMPipeline``
+    for SD 1.x / 2.x; for SDXL (a second text encoder) stock ``StableDiffusionXLPipeline`` with the LCMScheduler -
+    it embeds omega = guidance_scale - 1 through the UNet's ``time_cond_proj_dim`` and skips CFG then, and its
+    default size/crop time ids are the fixed ones the engine trains with (lcm_distill/conditioning.py)."""
+    if text_encoder_2 is None:
+        from .pipelines import LCMPipeline
+
+        return LCMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+                                     add_watermarker=False)  # fmt: skip
+
+
 def save_lcm_pipeline(
     out_dir: str | Path,
     *,
@@ -115,21 +133,24 @@ def save_lcm_pipeline(
     num_points: int,
     card: ModelCardInfo,
     extra_files: Mapping[str, str] | None = None,
+    text_encoder_2: Any = None,
+    tokenizer_2: Any = None,
 ) -> Path:
-    """Write ``out_dir`` as a diffusers folder (safetensors) + ``pipeline_lcm.py`` + ``README.md``; return it.
+    """Write ``out_dir`` as a diffusers folder (safetensors) + ``README.md`` (+ ``pipeline_lcm.py`` for SD 1.x /
+    2.x); return it. SDXL (``text_encoder_2`` given): a ``StableDiffusionXLPipeline`` folder.
 
     The scheduler is an ``LCMScheduler`` with the teacher's schedule and prediction_type and
     ``original_inference_steps=num_points``; N must divide num_train_timesteps (checked by ``SkippingGrid``).
     """
-    from .pipelines import LCMPipeline
-
     scheduler = lcm_scheduler(teacher_scheduler_config, num_points)
-    pipe = LCMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+    pipe = lcm_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)  # fmt: skip
     out = Path(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     has_omega = unet.config.get("time_cond_proj_dim") is not None
     card = replace(card, model_name=card.model_name or out.name)
-    (out / "README.md").write_text(render_model_card(card, int(num_points), has_omega), encoding="utf-8")
+    text = render_model_card(card, int(num_points), has_omega, sdxl=text_encoder_2 is not None)
+    (out / "README.md").write_text(text, encoding="utf-8")
     for name, text in (extra_files or {}).items():  # e.g. the run's config.resolved.yaml (lcm_distill.engine)
         (out / name).write_text(text, encoding="utf-8")
     return out
@@ -168,17 +189,19 @@ def push_to_hub(
 
 
 def export_encoders(cfg: Config, models: Models):
-    """The VAE and text encoder to write beside the fp32 UNet: the run's own when they are fp32, else the source's
-    originals reloaded in fp32. Stock pipelines run each component in its stored dtype, so a bf16 VAE / text encoder
-    next to an fp32 UNet crashes them (found by the SD-2.1 scale rehearsal); casting the run's bf16 copies back up
-    would keep their rounding, the reload does not."""
+    """The VAE and text encoder(s) (the second is None but for SDXL) to write beside the fp32 UNet: the run's own
+    when they are fp32, else the source's originals reloaded in fp32. Stock pipelines run each component in its
+    stored dtype, so a bf16 VAE / text encoder next to an fp32 UNet crashes them (found by the SD-2.1 scale
+    rehearsal); casting the run's bf16 copies back up would keep their rounding, the reload does not."""
     if models.frozen_dtype == torch.float32:
-        return models.vae, models.text_encoder
-    from .models import load_frozen_encoders
+        return models.vae, models.text_encoder, models.text_encoder_2
+    from .models import load_frozen_encoders, load_second_encoder
 
     needs_teacher = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher
-    vae, text_encoder, _ = load_frozen_encoders(replace(cfg.model, frozen_dtype="fp32"), with_teacher=needs_teacher)
-    return vae, text_encoder
+    fp32 = replace(cfg.model, frozen_dtype="fp32")
+    vae, text_encoder, _ = load_frozen_encoders(fp32, with_teacher=needs_teacher)
+    text_encoder_2 = load_second_encoder(fp32, with_teacher=needs_teacher)[0] if models.text_encoder_2 else None
+    return vae, text_encoder, text_encoder_2
 
 
 def save_lora_and_merge(unet, folder: Path, cfg: Config):

@@ -7,10 +7,12 @@
 - ``sdxl`` (stabilityai/stable-diffusion-xl-base-1.0): a second text encoder, and a UNet that takes
   ``added_cond_kwargs`` (pooled text embedding + size/crop time ids: ``addition_embed_type`` "text_time").
 
-Why it matters: SD 1.x and 2.x condition the UNet the same way (one encoder's last hidden state), so the engine
-trains both unchanged; SDXL needs conditioning this version does not build yet, and must be refused before a model
-is loaded rather than fail inside the first step. The rules read what changes a code path in diffusers, so they hold
-for fine-tunes (DreamShaper, ...) and for tiny test models alike.
+Why it matters: the family decides how the UNet is conditioned (lcm_distill/conditioning.py: one encoder's last
+hidden state for SD 1.x / 2.x; two encoders' penultimate states, a pooled embedding and size/crop time ids for
+SDXL) and what an export is (our LCMPipeline folder, or a StableDiffusionXLPipeline folder). The engine reads the
+family from the loaded components; the preflight reads it from the configs to refuse, before any weight is loaded,
+what a family does not support yet (``latent_cache``). The rules read what changes a code path in diffusers, so
+they hold for fine-tunes (DreamShaper, ...) and for tiny test models alike.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from typing import Any
 class Family:
     name: str
     label: str
-    trainable: bool  # whether this version's engine trains it
-    example: str  # a Hub id of the family, for messages
+    latent_cache: bool  # whether lcm-distill-cache stores its conditioning (data.cache_dir)
+    extra_components: tuple[str, ...] = ()  # subfolders beyond unet / vae / text_encoder / tokenizer
 
 
 FAMILIES: dict[str, Family] = {
-    "sd1": Family("sd1", "Stable Diffusion 1.x", True, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
-    "sd2": Family("sd2", "Stable Diffusion 2.x", True, "stabilityai/stable-diffusion-2-1-base"),
-    "sdxl": Family("sdxl", "Stable Diffusion XL", False, "stabilityai/stable-diffusion-xl-base-1.0"),
+    "sd1": Family("sd1", "Stable Diffusion 1.x", True),  # e.g. stable-diffusion-v1-5/stable-diffusion-v1-5
+    "sd2": Family("sd2", "Stable Diffusion 2.x", True),  # e.g. stabilityai/stable-diffusion-2-1-base
+    "sdxl": Family("sdxl", "Stable Diffusion XL", False, ("text_encoder_2", "tokenizer_2")),
+    # e.g. stabilityai/stable-diffusion-xl-base-1.0
 }
 
 

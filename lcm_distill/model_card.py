@@ -62,7 +62,7 @@ def dropped_components_note(base_model: str, components: list[str]) -> str:
     if not components:
         return ""
     note = (f"Not carried over from `{base_model}`: {', '.join(f'`{c}`' for c in components)} (the export writes "
-            "unet, vae, text_encoder, tokenizer and scheduler).")  # fmt: skip
+            "unet, vae, the text encoder(s) and tokenizer(s), and scheduler).")  # fmt: skip
     if "safety_checker" in components:
         note += (" Images from this folder are **not** passed through a safety checker; to add one, load "
                  "`StableDiffusionSafetyChecker` and `CLIPImageProcessor` from the base model and pass them as "
@@ -70,8 +70,10 @@ def dropped_components_note(base_model: str, components: list[str]) -> str:
     return note
 
 
-def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding: bool = True) -> str:
-    """README.md text: YAML front matter for the Hub, then method, data, settings and how to load."""
+def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding: bool = True,
+                      sdxl: bool = False) -> str:  # fmt: skip
+    """README.md text: YAML front matter for the Hub, then method, data, settings and how to load. ``sdxl``: the
+    folder is a StableDiffusionXLPipeline (no bundled pipeline file)."""
     front: dict[str, Any] = {
         "base_model": card.base_model,
         "license": card.license,
@@ -104,6 +106,8 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         )
         call = f"pipe({PROMPT}, num_inference_steps={best}, guidance_scale=1.0)"
     stock_class = "LatentConsistencyModelPipeline" if has_omega_embedding else "StableDiffusionPipeline + LCMScheduler"
+    if sdxl:
+        stock_class = "StableDiffusionXLPipeline + LCMScheduler"
     lines = [
         f"# {card.model_name or repo.split('/')[-1]}",
         "",
@@ -129,22 +133,26 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
         f'pipe = DiffusionPipeline.from_pretrained("{repo}")  # {stock_class}',
         f"image = {call}.images[0]",
         "```",
-        "",
-        "## Use with the bundled pipeline (img2img, stochastic sampling, no ω embedding needed)",
-        "",
-        "`pipeline_lcm.py` in this repository depends only on torch, diffusers and transformers:",
-        "",
-        "```python",
-        "from diffusers import DiffusionPipeline",
-        "",
-        f'pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="pipeline_lcm", trust_remote_code=True)',
-        f"image = {call[:-1]}, noise_fraction=1.0).images[0]",
-        "```",
-        "",
-        "`noise_fraction` (0-1) sets how much fresh noise is injected between steps: 1 is the LCM sampler, 0 is",
-        "deterministic. With lcm-distill installed: `from lcm_distill.pipelines import LCMPipeline`, or",
-        f"`lcm-distill-generate --model {repo} --prompt '...' --steps {best}`.",
     ]
+    if not sdxl:  # SD 1.x / 2.x folders carry pipeline_lcm.py
+        lines += [
+            "",
+            "## Use with the bundled pipeline (img2img, stochastic sampling, no ω embedding needed)",
+            "",
+            "`pipeline_lcm.py` in this repository depends only on torch, diffusers and transformers:",
+            "",
+            "```python",
+            "from diffusers import DiffusionPipeline",
+            "",
+            f'pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="pipeline_lcm", '
+            "trust_remote_code=True)",
+            f"image = {call[:-1]}, noise_fraction=1.0).images[0]",
+            "```",
+            "",
+            "`noise_fraction` (0-1) sets how much fresh noise is injected between steps: 1 is the LCM sampler, 0 is",
+            "deterministic. With lcm-distill installed: `from lcm_distill.pipelines import LCMPipeline`, or",
+            f"`lcm-distill-generate --model {repo} --prompt '...' --steps {best}`.",
+        ]
     if card.notes:
         lines += ["", card.notes]
     return _card_text(front, lines)

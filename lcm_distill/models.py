@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .conditioning import Conditioning, TextStack
 from .config import LoRAConfig, ModelConfig
 from .functional import DTYPES, NoiseSchedule
 
@@ -45,9 +46,18 @@ class Models:
     omega_dim: int | None  # time_cond_proj_dim of the student; None: no omega input (LoRA on a plain UNet)
     lora: bool = False
     frozen_dtype: torch.dtype = torch.float32
+    text_encoder_2: nn.Module | None = None  # SDXL's second encoder (CLIPTextModelWithProjection) and tokenizer
+    tokenizer_2: Any = None
 
     def __post_init__(self) -> None:
-        self._uncond: dict[int, Tensor] = {}
+        self._uncond: dict[int, Conditioning] = {}
+
+    @property
+    def text(self) -> TextStack:
+        """The family's text encoders (one for SD 1.x / 2.x, two for SDXL): captions -> Conditioning."""
+        if self.text_encoder_2 is None:
+            return TextStack([self.tokenizer], [self.text_encoder])
+        return TextStack([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2])
 
     @property
     def vae_scale_factor(self) -> int:
@@ -59,15 +69,16 @@ class Models:
         hw = resolution // self.vae_scale_factor
         return (self.vae.config.latent_channels, hw, hw)
 
-    def uncond_embeds(self, n: int) -> Tensor:
-        """Embeddings of n empty prompts, computed once per batch size (the teacher's unconditional branch)."""
+    def uncond_embeds(self, n: int) -> Conditioning:
+        """The teacher's unconditional branch for n samples (without time ids), once per batch size: the empty
+        prompt's embeddings (SD), zeros (SDXL; lcm_distill/conditioning.py)."""
         if n not in self._uncond:
-            self._uncond[n] = self.encode_prompts([""] * n)
+            self._uncond[n] = self.text.unconditional(n)
         return self._uncond[n]
 
     def to(self, device: torch.device) -> Models:
         """Move everything a step touches: the networks and the noise schedule's tables."""
-        for m in (self.student, self.target, self.teacher, self.vae, self.text_encoder):
+        for m in (self.student, self.target, self.teacher, self.vae, self.text_encoder, self.text_encoder_2):
             if m is not None:
                 m.to(device)
         self.schedule = self.schedule.to(device)
@@ -88,8 +99,8 @@ class Models:
         finally:
             unet.enable_adapters()
 
-    def encode_prompts(self, captions: list[str]) -> Tensor:
-        return encode_prompts(self.tokenizer, self.text_encoder, captions)
+    def encode_prompts(self, captions: list[str]) -> Conditioning:
+        return self.text.encode(captions)
 
     def encode_images(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         return encode_images(self.vae, pixel_values)
@@ -141,7 +152,7 @@ def read_family(source: str, revision: str | None = None):
     return family_of(unet, index)
 
 
-EXPORTED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what an export writes
+EXPORTED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
 
 
 def components_not_exported(source: str, revision: str | None = None) -> list[str]:
@@ -284,6 +295,20 @@ def load_frozen_encoders(m: ModelConfig, with_teacher: bool = True) -> tuple[nn.
     return _frozen(vae, frozen), text_encoder, tokenizer
 
 
+def load_second_encoder(m: ModelConfig, with_teacher: bool = True) -> tuple[nn.Module | None, Any]:
+    """(text_encoder_2, tokenizer_2) of an SDXL source, frozen like the first; (None, None) for SD 1.x / 2.x."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .hub import model_location
+
+    source = model_source(m, with_teacher)
+    if read_family(model_location(source, m.revision), m.revision).name != "sdxl":
+        return None, None
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", revision=m.revision)
+    encoder = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", revision=m.revision)
+    return _frozen(encoder, DTYPES[m.frozen_dtype]), tokenizer
+
+
 def load_base_unet(m: ModelConfig, with_teacher: bool = True) -> nn.Module:
     """The run's source UNet as stored (fp32 for SD folders): model.teacher, or model.student for teacher-free LCF."""
     from diffusers import UNet2DConditionModel
@@ -301,6 +326,7 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
     frozen = DTYPES[m.frozen_dtype]
     source = model_source(m, with_teacher)
     vae, text_encoder, tokenizer = load_frozen_encoders(m, with_teacher)
+    text_encoder_2, tokenizer_2 = load_second_encoder(m, with_teacher)
     sched_cfg = read_scheduler_config(source, m.revision)
     schedule = NoiseSchedule.from_config(sched_cfg)
     base = load_base_unet(m, with_teacher)
@@ -368,4 +394,6 @@ def load_models(m: ModelConfig, *, with_teacher: bool = True, with_target: bool 
         omega_dim=omega_dim,
         lora=m.lora.enabled,
         frozen_dtype=frozen,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
     )

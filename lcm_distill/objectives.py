@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .conditioning import Conditioning, fixed_time_ids
 from .config import ObjectiveConfig
 from .data.batch import Batch
 from .functional import (
@@ -77,27 +78,27 @@ def consistency_output(
     unet: nn.Module,
     x: Tensor,
     t: Tensor,
-    prompt_embeds: Tensor,
+    cond: Conditioning,
     omega_emb: Tensor | None,
     schedule: NoiseSchedule,
 ) -> Tensor:
-    """f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t)) in fp32 (LCM Eq. 9)."""
-    out = unet(x, t, encoder_hidden_states=prompt_embeds, timestep_cond=omega_emb).sample.float()
+    """f(x, t) = c_skip(t) x + c_out(t) x0_hat(unet(x, t, c)) in fp32 (LCM Eq. 9); c is the family's conditioning."""
+    out = unet(x, t, timestep_cond=omega_emb, **cond.unet_kwargs()).sample.float()
     alpha, sigma = schedule.alpha_sigma(t, x.ndim)
     x0, _ = to_x0_eps(out, x, alpha, sigma, schedule.prediction_type)
     c_skip, c_out = boundary_scalings(t)
     return consistency_function(x, x0, c_skip, c_out)
 
 
-def teacher_pair(teacher: nn.Module, prompt_embeds: Tensor, uncond_embeds: Tensor, schedule: NoiseSchedule) -> Callable:
+def teacher_pair(teacher: nn.Module, cond: Conditioning, uncond: Conditioning, schedule: NoiseSchedule) -> Callable:
     """Pair denoiser for the solvers: cond and uncond in ONE batched teacher forward on [x_c; x_u]."""
     dtype = next(teacher.parameters()).dtype
-    context = torch.cat([prompt_embeds, uncond_embeds]).to(dtype)
+    context = cond.cat(uncond).unet_kwargs(dtype)
 
     def pair(x_c: Tensor, x_u: Tensor, t: Tensor):
         x = torch.cat([x_c, x_u])
         tt = torch.cat([t, t])
-        out = teacher(x.to(dtype), tt, encoder_hidden_states=context).sample.float()
+        out = teacher(x.to(dtype), tt, **context).sample.float()
         alpha, sigma = schedule.alpha_sigma(tt, x.ndim)
         x0, eps = to_x0_eps(out, x, alpha, sigma, schedule.prediction_type)
         B = x_c.shape[0]
@@ -108,14 +109,15 @@ def teacher_pair(teacher: nn.Module, prompt_embeds: Tensor, uncond_embeds: Tenso
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target-point function may use: z_{t_{n+k}}, the clean latents, the step's noise, the text
-    embeddings, the schedule, the teacher's solver and CFG placement, and (objectives that need one) the teacher."""
+    """What a target-point function may use: z_{t_{n+k}}, the clean latents, the step's noise, the UNet
+    conditioning with and without the prompt, the schedule, the teacher's solver and CFG placement, and (objectives
+    that need one) the teacher."""
 
     x: Tensor  # z_{t_{n+k}} = alpha(t_{n+k}) z + sigma(t_{n+k}) eps
     latents: Tensor  # z
     noise: StepNoise
-    prompt_embeds: Tensor
-    uncond_embeds: Tensor | None
+    cond: Conditioning
+    uncond: Conditioning | None
     schedule: NoiseSchedule
     teacher_ctx: Callable[[], contextlib.AbstractContextManager[nn.Module]] | None
     solver: str = "ddim"  # objective.solver
@@ -125,10 +127,10 @@ class TargetContext:
 def lcd_target_point(c: TargetContext) -> Tensor:
     """LCD (Algorithm 1 line 5, Eq. 17): one step of the teacher's augmented PF-ODE from t_{n+k} to t_n at the
     sample's omega, with objective.solver and objective.cfg_placement (one batched teacher forward per evaluation)."""
-    if c.teacher_ctx is None or c.uncond_embeds is None:
+    if c.teacher_ctx is None or c.uncond is None:
         raise ValueError("the LCD objective needs a teacher and unconditional embeddings.")
     with c.teacher_ctx() as teacher:
-        pair = teacher_pair(teacher, c.prompt_embeds, c.uncond_embeds, c.schedule)
+        pair = teacher_pair(teacher, c.cond, c.uncond, c.schedule)
         return guided_solver_step(pair, c.x, c.noise.start, c.noise.end, c.noise.omega, c.schedule, c.solver,
                                   c.cfg_placement)  # fmt: skip
 
@@ -199,6 +201,7 @@ class ConsistencyStep:
         self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)  # final (inference) grid
         self._grids = {self.grid.num_points: self.grid}
         self.latent_shape = models.latent_shape(resolution)
+        self.resolution = resolution
 
     def points_at(self, step: int) -> int:
         """N at optimiser step ``step``: objective.num_points, or the curriculum's stage (functional/curriculum.py)."""
@@ -221,21 +224,24 @@ class ConsistencyStep:
         models = self.models
         if batch.get("latent_mean") is not None:
             device = next(models.vae.parameters()).device
-            mean, std, prompt_embeds = (
+            mean, std, hidden = (
                 batch[k].to(device, torch.float32) for k in ("latent_mean", "latent_std", "prompt_embeds")
             )
+            cond = Conditioning(hidden)
         elif batch["pixel_values"] is None:
             return None
         else:
             mean, std = models.encode_images(batch["pixel_values"])
-            prompt_embeds = models.encode_prompts(batch["captions"])
+            cond = models.encode_prompts(batch["captions"])
         n = mean.shape[0]
         noise = noise.slice(0, n)
         latents = mean + std * noise.latent_eps.to(mean.device)
-        uncond = models.uncond_embeds(n) if self.needs_teacher else None
-        return StepOutput(*self.loss(latents, prompt_embeds, uncond, noise.to(mean.device)))
+        if cond.added:  # SDXL: size/crop micro-conditioning of a square crop at the training resolution
+            cond = cond.with_time_ids(fixed_time_ids(n, self.resolution).to(mean.device))
+        uncond = models.uncond_embeds(n).with_time_ids(cond.time_ids) if self.needs_teacher else None
+        return StepOutput(*self.loss(latents, cond, uncond, noise.to(mean.device)))
 
-    def loss(self, latents: Tensor, prompt_embeds: Tensor, uncond_embeds: Tensor | None,
+    def loss(self, latents: Tensor, cond: Conditioning, uncond: Conditioning | None,
              noise: StepNoise) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
         """One consistency loss on a micro-batch of clean latents (fp32): d(f_theta(z_{t_{n+k}}), f_theta-(z_{t_n}))
         with z_{t_n} from the objective's target point (Algorithm 1 lines 4-6 / Algorithm 4 lines 4-6)."""
@@ -243,12 +249,12 @@ class ConsistencyStep:
         x = schedule.add_noise(latents, noise.noise, noise.start)
         omega_emb = omega_embedding(noise.omega, omega_dim).to(x.device) if omega_dim else None
         with self.autocast():
-            pred = consistency_output(self.student, x, noise.start, prompt_embeds, omega_emb, schedule)
+            pred = consistency_output(self.student, x, noise.start, cond, omega_emb, schedule)
         with torch.no_grad():
-            context = TargetContext(x, latents, noise, prompt_embeds, uncond_embeds, schedule, self.teacher_ctx,
-                                    o.solver, o.cfg_placement)  # fmt: skip
+            context = TargetContext(x, latents, noise, cond, uncond, schedule, self.teacher_ctx, o.solver,
+                                    o.cfg_placement)  # fmt: skip
             x_prev = OBJECTIVES[o.kind].target_point(context)
             with self.autocast():
-                tgt = consistency_output(self.target, x_prev.float(), noise.end, prompt_embeds, omega_emb, schedule)
+                tgt = consistency_output(self.target, x_prev.float(), noise.end, cond, omega_emb, schedule)
         loss = consistency_loss(pred, tgt, o.loss, o.huber_c)
         return loss, {"omega_mean": float(noise.omega.mean()), "t_mean": float(noise.start.float().mean())}

@@ -30,13 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def _pipeline(models: Models, unet, num_points: int):
-    from ..export import lcm_scheduler
-    from ..pipelines import LCMPipeline
+    from ..export import lcm_pipeline, lcm_scheduler
 
-    scheduler = lcm_scheduler(models.scheduler_config, num_points)
-    pipe = LCMPipeline(
-        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet, scheduler=scheduler
-    )
+    pipe = lcm_pipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet,
+                        scheduler=lcm_scheduler(models.scheduler_config, num_points),
+                        text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -161,11 +159,13 @@ def export_pipelines(accelerator, cfg: Config, models: Models, student, target=F
                                          omega_conditioned=models.omega_dim is not None,
                                          kohya_file=kohya)  # fmt: skip
             (written["lora"] / "README.md").write_text(lora_card, encoding="utf-8")
-        vae, text_encoder = export_encoders(cfg, models)
+        vae, text_encoder, text_encoder_2 = export_encoders(cfg, models)
         common = dict(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=models.tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=models.tokenizer_2,
             teacher_scheduler_config=models.scheduler_config,
             num_points=cfg.objective.num_points,
             card=card,

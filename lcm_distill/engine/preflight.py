@@ -113,7 +113,7 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     except ValueError as err:
         raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
     check_resolution(cfg.data.resolution, _vae_factor(cfg, source))
-    check_family(key, source, m.revision)
+    check_family(key, source, m.revision, cfg.data.cache_dir)
     dropped = components_not_exported(model_location(source, m.revision), m.revision)
     if dropped:
         logger.warning("%s: %s", key, dropped_components_note(source, dropped))
@@ -127,10 +127,9 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     return sched
 
 
-def check_family(key: str, source: str, revision: str | None) -> None:
-    """Refuse, before any weight is loaded, a model family the engine does not train yet (SDXL), and say which
-    family the run trains (lcm_distill/families.py reads it from the folder's configs)."""
-    from ..families import FAMILIES
+def check_family(key: str, source: str, revision: str | None, cache_dir: str | None = None) -> None:
+    """Say which model family the run trains (lcm_distill/families.py reads it from the folder's configs) and refuse,
+    before any weight is loaded, what the family does not support yet (SDXL: the latent cache)."""
     from ..models import read_family
 
     try:
@@ -138,11 +137,12 @@ def check_family(key: str, source: str, revision: str | None) -> None:
     except Exception as err:  # no readable unet/config.json: the model check above already vouched for the folder
         logger.warning("%s=%s: could not read unet/config.json to tell the model family (%s)", key, source, err)
         return
-    if not family.trainable:
-        ok = ", ".join(f.label for f in FAMILIES.values() if f.trainable)
-        raise ConfigError(f"{key}={source} is a {family.label} model (its UNet takes added text/time conditioning "
-                          f"and a second text encoder), which this version does not train yet; it trains {ok} "
-                          f"models (e.g. {FAMILIES['sd1'].example}, {FAMILIES['sd2'].example}).")  # fmt: skip
+    if family.extra_components:
+        check_model_folder(key, source, revision, family.extra_components)
+    if cache_dir and not family.latent_cache:
+        raise ConfigError(f"data.cache_dir={cache_dir}: {key}={source} is a {family.label} model, whose conditioning "
+                          "(two text encoders, pooled embedding, size/crop time ids) the latent cache does not store "
+                          "yet; remove data.cache_dir to encode on the fly.")  # fmt: skip
     logger.info("%s: %s model (read from its unet/config.json)", key, family.label)
 
 

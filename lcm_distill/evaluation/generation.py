@@ -62,12 +62,22 @@ def load_pipeline(model: str, kind: str, device: str = "cpu", dtype: torch.dtype
 
     lcm: our ``LCMPipeline`` when importable (it also runs UNets without the omega embedding), else diffusers'
     ``LatentConsistencyModelPipeline`` (w-conditioned UNets) or ``StableDiffusionPipeline`` + LCMScheduler (UNets
-    without it, where guidance is plain CFG). Teachers: ``StableDiffusionPipeline``.
+    without it, where guidance is plain CFG). Teachers: ``StableDiffusionPipeline``. SDXL folders (every kind):
+    ``StableDiffusionXLPipeline`` (lcm_distill/export.py writes SDXL LCMs that way).
     """
     from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
+    from ..models import read_family
+
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not supported; use one of {KINDS}.")
+    if read_family(model).name == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=dtype, add_watermarker=False)
+        configure_scheduler(pipe, kind, timestep_spacing)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
     cls = StableDiffusionPipeline
     if kind == "lcm":
         try:

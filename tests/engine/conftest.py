@@ -44,3 +44,11 @@ def make_cfg(teacher_dirs, data_dir, tmp_path):
         return load_config(None, [*base, *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory):
+    """A tiny SDXL folder (lcm_distill.testing.save_tiny_sdxl): two text encoders, a "text_time" UNet."""
+    from lcm_distill.testing import save_tiny_sdxl
+
+    return save_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")

@@ -1,5 +1,6 @@
 """Model families (lcm_distill/families.py): read from the folder's configs, SD 1.x trained through the same engine
-as SD 2.x (full LCD and LCM-LoRA, exports that stock diffusers loads), SDXL refused before any weight is loaded."""
+as SD 2.x (full LCD and LCM-LoRA, exports that stock diffusers loads); what SDXL does not support yet (the latent
+cache) refused before any weight is loaded. SDXL training itself: tests/engine/test_sdxl.py."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_family_rules_read_what_changes_a_code_path():
     assert family_of({"use_linear_projection": True, "addition_embed_type": "text_time"}).name == "sdxl"
     assert family_of({"use_linear_projection": True}, {"text_encoder_2": ["transformers", "CLIP"]}).name == "sdxl"
     assert family_of({}).name == "sd1"  # diffusers' default: no linear projection
-    assert [f.name for f in FAMILIES.values() if f.trainable] == ["sd1", "sd2"]
+    assert [f.name for f in FAMILIES.values() if not f.latent_cache] == ["sdxl"]
 
 
 def test_tiny_kit_folders_are_told_apart(folders):
@@ -49,17 +50,25 @@ def _cfg(folders, data_dir, tmp_path, family: str, *extra: str):
     return load_config(None, [*base, *extra])
 
 
-def test_sdxl_is_refused_before_any_weight_is_loaded(folders, data_dir, tmp_path, caplog):
-    """The preflight (config and folder reads only, before models load) names the key and what it does train."""
+def test_what_sdxl_lacks_is_refused_before_any_weight_is_loaded(folders, data_dir, tmp_path, caplog):
+    """The preflight (config and folder reads only, before models load) names the family it read, refuses the
+    latent cache for SDXL (naming the key and what to do) and an SDXL folder without its second encoder."""
+    import shutil
+
     from lcm_distill.engine import preflight
 
-    with pytest.raises(ConfigError, match=r"model\.teacher=.*sdxl is a Stable Diffusion XL model.*does not train yet"):
-        preflight(_cfg(folders, data_dir, tmp_path, "sdxl"))
-    lcf = load_config(None, ["objective.kind=lcf", f"model.student={folders['sdxl']}", f"data.dataset={data_dir}",
-                             "data.resolution=16", f"train.output_dir={tmp_path / 'lcf'}"])  # fmt: skip
-    with pytest.raises(ConfigError, match=r"model\.student=.*Stable Diffusion XL"):
-        preflight(lcf)
     caplog.set_level("INFO", logger="lcm_distill.engine.preflight")
+    preflight(_cfg(folders, data_dir, tmp_path, "sdxl"))
+    assert "model.teacher: Stable Diffusion XL model" in caplog.text
+    with pytest.raises(ConfigError, match=r"data\.cache_dir=.*Stable Diffusion XL.*remove data\.cache_dir"):
+        preflight(_cfg(folders, data_dir, tmp_path, "sdxl", f"data.cache_dir={tmp_path / 'cache'}",
+                       "data.center_crop=true", "data.random_flip=false"))
+    broken = shutil.copytree(folders["sdxl"], tmp_path / "no-encoder-2")
+    shutil.rmtree(broken / "text_encoder_2")
+    lcf = load_config(None, ["objective.kind=lcf", f"model.student={broken}", f"data.dataset={data_dir}",
+                             "data.resolution=16", f"train.output_dir={tmp_path / 'lcf'}"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.student=.*lacks \['text_encoder_2'\]"):
+        preflight(lcf)
     preflight(_cfg(folders, data_dir, tmp_path, "sd1"))
     assert "model.teacher: Stable Diffusion 1.x model" in caplog.text
 

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lcm_distill.conditioning import Conditioning
 from lcm_distill.engine import load_run_models
 from lcm_distill.functional import NoiseSchedule, SkippingGrid, omega_embedding
 from lcm_distill.models import Models, build_student
@@ -70,7 +71,8 @@ def test_lcd_step_gradients_flow_to_the_student_only(prediction_type, solver, pl
     )
 
     cfg = ObjectiveConfig(solver=solver, cfg_placement=placement, loss="huber")
-    loss, _ = step_of(student, target, teacher, schedule, cfg).loss(latents, ctx, unc, _noise(2, [999, 39]))
+    loss, _ = step_of(student, target, teacher, schedule, cfg).loss(latents, Conditioning(ctx), Conditioning(unc),
+                                                                    _noise(2, [999, 39]))
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     loss.backward()
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
@@ -85,7 +87,8 @@ def test_target_at_t0_is_the_solver_point_whatever_the_network():
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         f = consistency_output(
-            net, x, torch.tensor([0, 0]), torch.randn(2, 77, 32), omega_embedding(torch.ones(2), 32), schedule
+            net, x, torch.tensor([0, 0]), Conditioning(torch.randn(2, 77, 32)), omega_embedding(torch.ones(2), 32),
+            schedule,
         )
     assert torch.equal(f, x)
 
@@ -99,7 +102,7 @@ def test_teacher_pair_is_one_batched_forward_matching_two():
     xc, xu = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
     ctx, unc, t = torch.randn(2, 77, 32, generator=g), torch.randn(2, 77, 32, generator=g), torch.tensor([999, 259])
     with torch.no_grad():
-        (x0c, _), (x0u, _) = teacher_pair(teacher, ctx, unc, schedule)(xc, xu, t)
+        (x0c, _), (x0u, _) = teacher_pair(teacher, Conditioning(ctx), Conditioning(unc), schedule)(xc, xu, t)
         assert calls == [4]
         a, s = schedule.alpha_sigma(t)
         ref_c = a * xc - s * teacher(xc, t, encoder_hidden_states=ctx).sample  # v-prediction x0
@@ -124,7 +127,8 @@ def test_lcf_points_share_noise_at_grid_timesteps(monkeypatch):
     net = tiny_unet(32)
     latents = torch.randn(2, 4, 8, 8)
     noise = _noise(2, [519, 19])
-    step_of(net, net, None, schedule, ObjectiveConfig(kind="lcf")).loss(latents, torch.zeros(2, 77, 32), None, noise)
+    lcf = step_of(net, net, None, schedule, ObjectiveConfig(kind="lcf"))
+    lcf.loss(latents, Conditioning(torch.zeros(2, 77, 32)), None, noise)
     (x_s, s), (x_t, t) = seen
     assert s.tolist() == [519, 19] and t.tolist() == [499, 0]
     for x, tt in ((x_s, s), (x_t, t)):

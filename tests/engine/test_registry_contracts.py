@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lcm_distill.conditioning import Conditioning
 from lcm_distill.functional import LOSSES, NoiseSchedule, consistency_loss
 from lcm_distill.objectives import OBJECTIVES, StepNoise, TargetContext
 
@@ -33,7 +34,8 @@ def _context(sd_scheduler_config, start, end, solver="ddim"):
     teacher = FakeTeacher()
     return TargetContext(
         x=schedule.add_noise(latents, eps, start), latents=latents, noise=noise,
-        prompt_embeds=torch.randn(3, 77, 8, generator=g), uncond_embeds=torch.zeros(3, 77, 8), schedule=schedule,
+        cond=Conditioning(torch.randn(3, 77, 8, generator=g)), uncond=Conditioning(torch.zeros(3, 77, 8)),
+        schedule=schedule,
         solver=solver, teacher_ctx=lambda: contextlib.nullcontext(teacher),
     )  # fmt: skip
 

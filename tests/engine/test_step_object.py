@@ -68,8 +68,8 @@ def test_the_step_logs_the_gradient_norm_before_clipping(make_cfg):
         stepped = []
         original = run.optimizer.step
 
-        def record(*a, _orig=original, _params=run.step.params, **k):
-            stepped.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in _params])).item())
+        def record(*a, _orig=original, _params=run.step.params, _stepped=stepped, **k):
+            _stepped.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in _params])).item())
             return _orig(*a, **k)
 
         run.optimizer.step = record
