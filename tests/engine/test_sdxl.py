@@ -23,10 +23,15 @@ def sdxl_cfg(sdxl_dir, data_dir, tmp_path, *extra: str):
 def test_sdxl_trains_through_the_same_engine(sdxl_dir, data_dir, tmp_path, mode):
     from lcm_distill.engine import train
 
-    extra = {"full": ("train.ema_decay=0.5",), "lora": ("model.lora.enabled=true", "train.ema_decay=0.5"),
+    extra = {"full": ("train.ema_decay=0.5", "train.validation_prompts=[a red circle]", "train.validation_every=2",
+                      "train.validation_steps=[1,2]"),
+             "lora": ("model.lora.enabled=true", "train.ema_decay=0.5"),
              "lcf": ("objective.kind=lcf", "train.ema_decay=0.5")}[mode]  # fmt: skip
     result = train(sdxl_cfg(sdxl_dir, data_dir, tmp_path, *extra))
     assert result.status == "finished" and len(result.losses) == 2 and all(np.isfinite(result.losses))
+    if mode == "full":  # validation grids drawn through the SDXL pipeline (student and target)
+        assert sorted(p.name for p in (result.output_dir / "validation").glob("*.png")) == [
+            "step-00000002-student.png", "step-00000002-target.png"]  # fmt: skip
 
 
 def test_sdxl_export_samples_in_stock_sdxl_as_it_was_trained(sdxl_dir, data_dir, tmp_path):
