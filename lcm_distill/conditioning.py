@@ -63,6 +63,9 @@ class Conditioning:
         return replace(self, time_ids=time_ids)
 
 
+SDXL_TIME_IDS = ("sample", "fixed")  # data.sdxl_time_ids: each sample's size/crop, or (r, r, 0, 0, r, r)
+
+
 def sdxl_time_ids(original_size: Tensor, crop_top_left: Tensor, target_size: Tensor) -> Tensor:
     """SDXL's micro-conditioning (B, 6) in the pipeline's order: original (h, w), crop (top, left), target (h, w).
     Each argument is (B, 2) or (2,) (broadcast over the batch)."""

@@ -80,6 +80,10 @@ class DataConfig:
     center_crop: bool = False
     random_flip: bool = True
     interpolation: str = "bilinear"  # bilinear | bicubic | lanczos | nearest
+    # SDXL's size/crop conditioning (time ids): "sample" = each sample's original size and crop (what SDXL was
+    # trained with; diffusers' SDXL scripts' default), "fixed" = (r, r, 0, 0, r, r) (their --use_fix_crop_and_size,
+    # and what SDXL pipelines pass by default at inference). Ignored for SD 1.x / 2.x.
+    sdxl_time_ids: str = "sample"
     max_samples: int | None = None
     num_workers: int = 0
     shuffle_buffer: int = 1000  # hf_streaming / webdataset: samples mixed per DataLoader worker (0: shard order)

@@ -26,6 +26,7 @@ CHOICES = {
     "model.compile_backend": ("inductor", "aot_eager", "eager"),
     "data.source": SOURCE_KINDS.keys(),  # derived (a live view): source_kinds.py is torch-free
     "data.interpolation": ("bilinear", "bicubic", "lanczos", "nearest"),
+    "data.sdxl_time_ids": ("sample", "fixed"),
     "objective.kind": OBJECTIVE_KINDS.keys(),  # derived (a live view): objective_kinds.py is torch-free
     "objective.solver": ("ddim", "dpm_solver_2", "dpm_solver_pp_2s"),
     "objective.cfg_placement": ("paper", "guided"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Conditioning, fixed_time_ids
+from .conditioning import SDXL_TIME_IDS, Conditioning, fixed_time_ids
 from .config import ObjectiveConfig
 from .data.batch import Batch
 from .functional import (
@@ -190,6 +190,7 @@ class ConsistencyStep:
         unwrapped: nn.Module | None = None,
         target: nn.Module | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        sdxl_time_ids: str = "sample",
     ) -> None:
         self.models, self.objective, self.autocast = models, objective, autocast
         self.student = student if student is not None else models.student
@@ -201,7 +202,7 @@ class ConsistencyStep:
         self.grid = SkippingGrid(models.schedule.num_train_timesteps, objective.num_points)  # final (inference) grid
         self._grids = {self.grid.num_points: self.grid}
         self.latent_shape = models.latent_shape(resolution)
-        self.resolution = resolution
+        self.resolution, self.sdxl_time_ids = resolution, sdxl_time_ids  # data.resolution, data.sdxl_time_ids
 
     def points_at(self, step: int) -> int:
         """N at optimiser step ``step``: objective.num_points, or the curriculum's stage (functional/curriculum.py)."""
@@ -236,8 +237,10 @@ class ConsistencyStep:
         n = mean.shape[0]
         noise = noise.slice(0, n)
         latents = mean + std * noise.latent_eps.to(mean.device)
-        if cond.added:  # SDXL: size/crop micro-conditioning of a square crop at the training resolution
-            cond = cond.with_time_ids(fixed_time_ids(n, self.resolution).to(mean.device))
+        if cond.added:  # SDXL: each sample's size/crop conditioning, or the fixed one (data.sdxl_time_ids)
+            sample = batch.get("time_ids") if self.sdxl_time_ids == SDXL_TIME_IDS[0] else None
+            time_ids = sample if sample is not None else fixed_time_ids(n, self.resolution)
+            cond = cond.with_time_ids(time_ids.to(mean.device, torch.float32))
         uncond = models.uncond_embeds(n).with_time_ids(cond.time_ids) if self.needs_teacher else None
         return StepOutput(*self.loss(latents, cond, uncond, noise.to(mean.device)))
 

@@ -24,6 +24,7 @@ def registries() -> dict[str, tuple[tuple, str]]:
     from accelerate.utils import LoggerType, PrecisionType
     from diffusers.optimization import SchedulerType
 
+    from lcm_distill.conditioning import SDXL_TIME_IDS
     from lcm_distill.data import SOURCES
     from lcm_distill.data.transforms import INTERPOLATION
     from lcm_distill.engine.ema import EMA_IMPLS
@@ -41,6 +42,7 @@ def registries() -> dict[str, tuple[tuple, str]]:
         "objective.loss": eq(LOSS_TYPES), "objective.kind": eq(OBJECTIVES), "model.frozen_dtype": eq(DTYPES),
         "model.attention": eq(ATTENTION_IMPLS), "model.cond_proj_init": eq(COND_PROJ_INITS),
         "data.source": eq(SOURCES), "data.interpolation": eq(INTERPOLATION), "train.ema_impl": eq(EMA_IMPLS),
+        "data.sdxl_time_ids": eq(SDXL_TIME_IDS),
         "objective.timestep_sampling": eq(TIMESTEP_SAMPLINGS), "objective.curriculum": eq(CURRICULA),
         "train.ema_schedule": eq(EMA_SCHEDULES), "train.distributed": eq(ENGINES),
         "optim.adamw_impl": eq(ADAMW_IMPLS), "train.quality_features": eq(QUALITY_FEATURES),

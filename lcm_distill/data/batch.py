@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 import numpy as np
@@ -33,6 +34,7 @@ class Sample(TypedDict, total=False):
     latent_std: Tensor
     prompt_embeds: Tensor  # cache only: text-encoder hidden states (77, D)
     upscaled: bool  # the stored image's shorter side was below data.resolution (it was enlarged)
+    time_ids: Tensor  # (6,) SDXL size/crop conditioning: original (h, w), crop (top, left), target (R, R)
 
 
 class Batch(TypedDict):
@@ -47,6 +49,7 @@ class Batch(TypedDict):
     skipped: int  # unreadable samples dropped from this batch
     missing_captions: int  # delivered samples whose caption was missing or empty (trained as "")
     upscaled: int  # delivered samples stored smaller than data.resolution (enlarged: blurrier than the recipe wants)
+    time_ids: Tensor | None  # (B, 6) pixel batches: each sample's SDXL size/crop conditioning (used by SDXL runs)
 
 
 class StreamBatch(Batch):
@@ -81,21 +84,32 @@ def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
         skipped=skipped + len(samples) - len(good),
         missing_captions=sum(1 for c in captions if not c) if good and "pixel_values" in good[0] else 0,
         upscaled=sum(1 for s in good if s.get("upscaled")),
+        time_ids=stack("time_ids"),
     )
 
 
-def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name: object = "") -> Sample | None:
+def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name: object = "",
+                  meta: Mapping[str, Any] | None = None) -> Sample | None:  # fmt: skip
     """Decode + transform one raw sample (image bytes/path/PIL, caption string or list) with data config ``cfg``;
-    None when the image cannot be decoded (the caller counts it). ``rng`` decides crop, flip and caption choice."""
+    None when the image cannot be decoded (the caller counts it). ``rng`` decides crop, flip and caption choice.
+    ``meta`` (img2dataset's json, a parquet row) may give the source image's original size, which SDXL's time ids
+    take when the stored image was resized (else the stored image's size)."""
+    import torch
+
+    from .filters import original_size
     from .transforms import pick_caption, prepare_image
 
     try:
         img = open_image(image)
-        pixels = prepare_image(img, cfg.resolution, rng, cfg.center_crop, cfg.random_flip, cfg.interpolation)
+        pixels, (top, left) = prepare_image(img, cfg.resolution, rng, cfg.center_crop, cfg.random_flip,
+                                            cfg.interpolation)  # fmt: skip
     except Exception as err:  # corrupt / unreadable sample: skipped and counted, never fatal
         logger.debug("skipping sample %s: %s", name, err)
         return None
-    sample = Sample(pixel_values=pixels, caption=pick_caption(caption, rng))
+    height, width = original_size(meta) or (img.height, img.width)
+    r = cfg.resolution
+    sample = Sample(pixel_values=pixels, caption=pick_caption(caption, rng),
+                    time_ids=torch.tensor([height, width, top, left, r, r], dtype=torch.float32))  # fmt: skip
     if min(img.size) < cfg.resolution:
         sample["upscaled"] = True  # counted (upscaled_samples); the training loop warns once per run
     return sample

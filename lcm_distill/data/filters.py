@@ -74,3 +74,16 @@ class MetadataFilter:
         if self.min_aesthetic is not None and aesthetic is not None and aesthetic < self.min_aesthetic:
             return "min_aesthetic"
         return None
+
+
+ORIGINAL_WIDTH_FIELDS = ("original_width", "WIDTH")  # not "width": img2dataset's size of the stored, resized image
+ORIGINAL_HEIGHT_FIELDS = ("original_height", "HEIGHT")
+
+
+def original_size(meta: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(height, width) of the source image before any resize, from img2dataset's json or LAION's parquet columns;
+    None when the metadata does not say (the stored image's size is then the original)."""
+    if not meta:
+        return None
+    width, height = _first(meta, ORIGINAL_WIDTH_FIELDS), _first(meta, ORIGINAL_HEIGHT_FIELDS)
+    return None if width is None or height is None else (int(height), int(width))

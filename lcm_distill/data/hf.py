@@ -98,4 +98,5 @@ class CaptionedImages(torch.utils.data.Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         row = self.rows[int(index)]
         return decode_sample(row[self.cfg.image_column], row[self.cfg.caption_column], self.cfg,
-                             sample_rng(self.seed, epoch, int(index)), f"{index} of {self.cfg.dataset}")  # fmt: skip
+                             sample_rng(self.seed, epoch, int(index)), f"{index} of {self.cfg.dataset}",
+                             meta=row)  # fmt: skip  (LAION parquet's WIDTH/HEIGHT: SDXL's original size)

@@ -224,7 +224,7 @@ class _Accounting:
 def decode_record(record: dict, cfg, seed: int, epoch: int, shard: int, index: int) -> Sample | None:
     """Raw record -> sample (lcm_distill.data.batch.decode_sample), seeded by the sample's identity."""
     rng = sample_rng(seed, epoch, (shard << 32) + index)
-    return decode_sample(record["image"], record.get("caption"), cfg, rng, record.get("key"))
+    return decode_sample(record["image"], record.get("caption"), cfg, rng, record.get("key"), record.get("meta"))
 
 
 class ShardStream(torch.utils.data.IterableDataset):

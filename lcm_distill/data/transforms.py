@@ -29,8 +29,10 @@ def prepare_image(
     center_crop: bool = False,
     random_flip: bool = True,
     interpolation: str = "bilinear",
-) -> torch.Tensor:
-    """RGB, shorter side resized to ``resolution``, square crop, optional horizontal flip -> (3, R, R) in [-1, 1]."""
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB, shorter side resized to ``resolution``, square crop, optional horizontal flip -> (3, R, R) in [-1, 1],
+    and the crop's (top, left) in the resized image - SDXL's crop conditioning; after a flip, left is mirrored
+    (resized width - left - R), as diffusers' SDXL training scripts do."""
     image = image.convert("RGB")
     w, h = image.size
     scale = resolution / min(w, h)
@@ -44,8 +46,9 @@ def prepare_image(
     image = image.crop((left, top, left + resolution, top + resolution))
     if random_flip and rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        left = nw - left - resolution
     arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1), (top, left)
 
 
 def pick_caption(caption: object, rng: np.random.Generator) -> str:

@@ -81,7 +81,8 @@ def set_up_run(cfg: Config, parallel: Parallel) -> RunSetup:
     # (stepped once per optimiser step by TrainStep, not by accelerate, so warm-up means optimiser steps)
     student, optimizer = parallel.prepare(models.student, optimizer)
     consistency = ConsistencyStep(models, cfg.objective, cfg.data.resolution, student=student,
-                                  unwrapped=parallel.unwrap(student), autocast=parallel.autocast)  # fmt: skip
+                                  unwrapped=parallel.unwrap(student), autocast=parallel.autocast,
+                                  sdxl_time_ids=cfg.data.sdxl_time_ids)  # fmt: skip
     step = TrainStep(
         acc, consistency, optimizer, lr_schedule, params, parallel=parallel, seed=tc.seed,
         batch_size=tc.per_device_batch_size, accumulation=tc.gradient_accumulation_steps,

@@ -54,7 +54,7 @@ def test_sdxl_export_samples_in_stock_sdxl_as_it_was_trained(sdxl_dir, data_dir,
     assert pipe.scheduler.config.original_inference_steps == cfg.objective.num_points
     assert "StableDiffusionXLPipeline + LCMScheduler" in (result.output_dir / "student" / "README.md").read_text()
     prompts, g = ["a red circle", "blue square"], 6.0
-    x = torch.randn((2, 4, 2, 2), generator=torch.Generator().manual_seed(0))
+    x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))  # 16 px, VAE factor 2
     stock = pipe(prompts, num_inference_steps=1, guidance_scale=g, latents=x, height=16, width=16,
                  output_type="latent").images  # fmt: skip
     models = load_run_models(cfg)
@@ -91,3 +91,32 @@ def test_sdxl_lora_export_loads_in_stock_sdxl(sdxl_dir, data_dir, tmp_path):
     theirs = stock("a red square", generator=torch.Generator().manual_seed(0), **kw).images
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     assert (plain - ours).abs().max() > 1e-3  # the adapters changed what is drawn: the check above can fail
+
+
+@pytest.mark.parametrize("mode", ["sample", "fixed"])
+def test_sdxl_time_ids_reach_student_teacher_and_target(sdxl_dir, data_dir, tmp_path, mode):
+    """data.sdxl_time_ids: the batch's per-sample time ids ("sample") or (r, r, 0, 0, r, r) ("fixed") reach the
+    student, both halves of the teacher's [cond; uncond] forward and the target."""
+    from lcm_distill.engine import load_run_models
+    from lcm_distill.objectives import ConsistencyStep, StepNoise
+
+    cfg = sdxl_cfg(sdxl_dir, data_dir, tmp_path, "train.ema_decay=0.5", f"data.sdxl_time_ids={mode}")
+    models = load_run_models(cfg)
+    seen = {}
+
+    def spy(name):
+        def hook(module, args, kwargs):
+            seen.setdefault(name, []).append(kwargs["added_cond_kwargs"]["time_ids"].clone())
+        return hook
+
+    for name in ("student", "teacher", "target"):
+        getattr(models, name).register_forward_pre_hook(spy(name), with_kwargs=True)
+    sample_ids = torch.tensor([[512.0, 768, 3, 40, 16, 16], [300, 200, 0, 0, 16, 16]])
+    batch = {"pixel_values": torch.zeros(2, 3, 16, 16), "captions": ["a", "b"], "time_ids": sample_ids}
+    start = torch.tensor([519, 39])
+    z = torch.randn(2, *models.latent_shape(16))
+    noise = StepNoise(start, start - 20, torch.tensor([3.0, 5.0]), z, torch.zeros_like(z))
+    ConsistencyStep(models, cfg.objective, 16, sdxl_time_ids=cfg.data.sdxl_time_ids)(batch, noise)
+    expected = sample_ids if mode == "sample" else torch.tensor([[16.0, 16, 0, 0, 16, 16]] * 2)
+    assert torch.equal(seen["student"][0], expected) and torch.equal(seen["target"][0], expected)
+    assert all(torch.equal(ids, torch.cat([expected, expected])) for ids in seen["teacher"])
