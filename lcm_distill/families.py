@@ -28,12 +28,13 @@ class Family:
     label: str
     latent_cache: bool  # whether lcm-distill-cache stores its conditioning (data.cache_dir)
     extra_components: tuple[str, ...] = ()  # subfolders beyond unet / vae / text_encoder / tokenizer
+    fp16_vae_overflows: bool = False  # its VAE gives NaN latents in fp16 (SDXL's; an fp16-fix VAE via model.vae)
 
 
 FAMILIES: dict[str, Family] = {
     "sd1": Family("sd1", "Stable Diffusion 1.x", True),  # e.g. stable-diffusion-v1-5/stable-diffusion-v1-5
     "sd2": Family("sd2", "Stable Diffusion 2.x", True),  # e.g. stabilityai/stable-diffusion-2-1-base
-    "sdxl": Family("sdxl", "Stable Diffusion XL", False, ("text_encoder_2", "tokenizer_2")),
+    "sdxl": Family("sdxl", "Stable Diffusion XL", False, ("text_encoder_2", "tokenizer_2"), fp16_vae_overflows=True),
     # e.g. stabilityai/stable-diffusion-xl-base-1.0
 }
 

@@ -103,9 +103,39 @@ def sd15_text_config() -> dict[str, Any]:
             "num_attention_heads": 12, "hidden_act": "quick_gelu", "projection_dim": 768}  # fmt: skip
 
 
+# SDXL base 1.0: three UNet levels (no attention at the first), 1 / 2 / 10 transformer layers per block, 2048-d
+# context (CLIP ViT-L 768 + OpenCLIP bigG 1280, penultimate layers), "text_time" added conditioning (bigG's pooled
+# 1280 + six time ids x 256); the SD VAE with scaling 0.13025 (fp16 overflows: force_upcast); 1024 px.
+SDXL = {"hub_id": "stabilityai/stable-diffusion-xl-base-1.0", "resolution": 1024, "scheduler": "EulerDiscreteScheduler",
+        "prediction_type": "epsilon"}  # fmt: skip
+SDXL_PARAMS = {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840}
+
+
+def sdxl_unet_config() -> dict[str, Any]:
+    return {**_UNET, "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280],
+            "cross_attention_dim": 2048, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D",
+                                                              "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "transformer_layers_per_block": [1, 2, 10], "addition_embed_type": "text_time",
+            "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256,
+            "projection_class_embeddings_input_dim": 2816, "sample_size": SDXL["resolution"] // 8,
+            "upcast_attention": None}  # fmt: skip
+
+
+def sdxl_text_2_config() -> dict[str, Any]:
+    """OpenCLIP ViT-bigG/14's text tower as SDXL ships it (CLIPTextModelWithProjection: 32 layers, 1280-d)."""
+    return {**_TEXT, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+            "num_attention_heads": 20, "projection_dim": 1280}  # fmt: skip
+
+
 def known_network_config(source: str, subfolder: str) -> dict[str, Any] | None:
-    """The config.json of ``source``'s ``subfolder`` (unet, vae, text_encoder) when ``source`` is a hub id listed
-    above, else None."""
+    """The config.json of ``source``'s ``subfolder`` (unet, vae, text_encoder, text_encoder_2) when ``source`` is a
+    hub id listed above, else None."""
+    if source == SDXL["hub_id"]:
+        configs = {"unet": sdxl_unet_config, "vae": lambda: {**_VAE, "sample_size": SDXL["resolution"],
+                                                              "scaling_factor": 0.13025, "force_upcast": True},
+                   "text_encoder": sd15_text_config, "text_encoder_2": sdxl_text_2_config}  # fmt: skip
+        return configs[subfolder]() if subfolder in configs else None
     if source in (SD15["hub_id"], *SD15["aliases"]):
         configs = {"unet": sd15_unet_config, "vae": lambda: {**_VAE, "sample_size": SD15["resolution"]},
                    "text_encoder": sd15_text_config}  # fmt: skip

@@ -41,7 +41,7 @@ class Sizes:
 
     unet: int
     vae: int
-    text_encoder: int
+    text_encoder: int  # both encoders for SDXL
     lora: int = 0  # adapter parameters (model.lora.enabled)
     arch: str = ""  # activations.json key of the UNet
 
@@ -87,8 +87,9 @@ def count_parameters(cfg: Config) -> Sizes:
     """Parameter counts from config files only (meta device)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    from ..families import family_of
     from ..models import model_source
 
     lcd = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher  # a frozen teacher is held
@@ -101,10 +102,13 @@ def count_parameters(cfg: Config) -> Sizes:
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_cfg)
         vae = AutoencoderKL.from_config(_config(cfg.model.vae or source, "" if cfg.model.vae else "vae"))
-        text = CLIPTextModel(CLIPTextConfig(**_config(source, "text_encoder", cfg.model.revision)))
+        texts = [CLIPTextModel(CLIPTextConfig(**_config(source, "text_encoder", cfg.model.revision)))]
+        if family_of(unet_cfg).name == "sdxl":  # the second, larger encoder (OpenCLIP bigG for SDXL base)
+            texts.append(CLIPTextModelWithProjection(CLIPTextConfig(**_config(source, "text_encoder_2",
+                                                                              cfg.model.revision))))  # fmt: skip
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     lora = lora_parameters(unet, cfg.model.lora.rank, cfg.model.lora.target_modules) if cfg.model.lora.enabled else 0
-    return Sizes(n(unet), n(vae), n(text), lora, architecture_key(unet_cfg))
+    return Sizes(n(unet), n(vae), sum(n(t) for t in texts), lora, architecture_key(unet_cfg))
 
 
 def lora_parameters(unet: Any, rank: int, targets: list[str]) -> int:
@@ -128,9 +132,11 @@ def architecture_key(unet_cfg: dict) -> str:
     heads = unet_cfg.get("attention_head_dim")
     heads = "-".join(map(str, heads)) if isinstance(heads, list | tuple) else str(heads)
     upcast = "upcast" if unet_cfg.get("upcast_attention") else "plain"
+    depth = unet_cfg.get("transformer_layers_per_block", 1)  # SDXL: 1 / 2 / 10 transformer layers per level
+    depth = "" if depth == 1 else "/t" + ("-".join(map(str, depth)) if isinstance(depth, list | tuple) else str(depth))
     return (f"unet/c{'-'.join(map(str, unet_cfg['block_out_channels']))}/l{unet_cfg.get('layers_per_block')}"
             f"/h{heads}/x{unet_cfg.get('cross_attention_dim')}/{upcast}"
-            f"/{'-'.join(b[:4] for b in unet_cfg['down_block_types'])}")  # fmt: skip
+            f"/{'-'.join(b[:4] for b in unet_cfg['down_block_types'])}{depth}")  # fmt: skip
 
 
 def activation_bytes(
@@ -211,7 +217,7 @@ def estimate(
             f"{what} (mu {t.ema_decay:g})" + (f", sharded like it / {shard}" if fsdp else ""))
     if lcd and not m.lora.enabled:
         add("teacher UNet (frozen)", s.unet * frozen, m.frozen_dtype)
-    add("VAE + text encoder (frozen)", (s.vae + s.text_encoder) * frozen, m.frozen_dtype)
+    add("VAE + text encoder (frozen)", (s.vae + s.text_encoder) * frozen, m.frozen_dtype)  # SDXL: both encoders
     known = True
     precision = "fp32" if t.mixed_precision == "no" else "bf16"
     hw = (cfg.data.resolution // 8) ** 2

@@ -52,7 +52,8 @@ def _cfg(folders, data_dir, tmp_path, family: str, *extra: str):
 
 def test_what_sdxl_lacks_is_refused_before_any_weight_is_loaded(folders, data_dir, tmp_path, caplog):
     """The preflight (config and folder reads only, before models load) names the family it read, refuses the
-    latent cache for SDXL (naming the key and what to do) and an SDXL folder without its second encoder."""
+    latent cache for SDXL (naming the key and what to do), SDXL's own VAE in fp16, and an SDXL folder without its
+    second encoder."""
     import shutil
 
     from lcm_distill.engine import preflight
@@ -63,6 +64,10 @@ def test_what_sdxl_lacks_is_refused_before_any_weight_is_loaded(folders, data_di
     with pytest.raises(ConfigError, match=r"data\.cache_dir=.*Stable Diffusion XL.*remove data\.cache_dir"):
         preflight(_cfg(folders, data_dir, tmp_path, "sdxl", f"data.cache_dir={tmp_path / 'cache'}",
                        "data.center_crop=true", "data.random_flip=false"))
+    with pytest.raises(ConfigError, match=r"model\.frozen_dtype=fp16 .*VAE overflows in fp16.*model\.vae"):
+        preflight(_cfg(folders, data_dir, tmp_path, "sdxl", "model.frozen_dtype=fp16"))
+    preflight(_cfg(folders, data_dir, tmp_path, "sdxl", "model.frozen_dtype=fp16",
+                   f"model.vae={folders['sdxl'] / 'vae'}"))  # an fp16-safe VAE given: accepted  # fmt: skip
     broken = shutil.copytree(folders["sdxl"], tmp_path / "no-encoder-2")
     shutil.rmtree(broken / "text_encoder_2")
     lcf = load_config(None, ["objective.kind=lcf", f"model.student={broken}", f"data.dataset={data_dir}",

@@ -166,3 +166,38 @@ def test_dry_run_prints_the_plan_even_when_a_data_check_fails(capsys):
     assert "# memory plan per process (1 process)" in out.out and "does NOT fit on a 16 GiB device" in out.out
     rc = main(["--config", "configs/lcd_sd21_base_512.yaml", "--dry-run", "--num-processes", "0"], kind="lcd")
     assert rc == 2 and "--num-processes=0" in capsys.readouterr().err
+
+
+def test_sdxl_recipes_are_planned_offline_from_the_known_configs():
+    """SDXL base at its true shapes (meta device): the Hub's parameter counts, both text encoders counted, the
+    family read from the configs; the full recipe's weights and states per GPU over 8 GPUs fall DDP > ZeRO-2 >
+    FSDP2, and the LoRA's adapters are the size of lcm-lora-sdxl's (~197 M at rank 64)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from lcm_distill.families import family_of
+    from lcm_distill.known_configs import SDXL, SDXL_PARAMS, known_network_config
+
+    hub = SDXL["hub_id"]
+    with torch.device("meta"):
+        nets = {"unet": UNet2DConditionModel(**known_network_config(hub, "unet")),
+                "vae": AutoencoderKL(**known_network_config(hub, "vae")),
+                "text_encoder": CLIPTextModel(CLIPTextConfig(**known_network_config(hub, "text_encoder"))),
+                "text_encoder_2": CLIPTextModelWithProjection(
+                    CLIPTextConfig(**known_network_config(hub, "text_encoder_2")))}  # fmt: skip
+    assert {k: sum(p.numel() for p in v.parameters()) for k, v in nets.items()} == SDXL_PARAMS
+    assert family_of(known_network_config(hub, "unet")).name == "sdxl"
+    cfg = load_config("configs/lcd_sdxl_1024.yaml")
+    s = count_parameters(cfg)
+    assert s.unet == SDXL_PARAMS["unet"] + 256 * 320  # + the omega input (cond_proj: 256 -> 320, no bias)
+    assert s.text_encoder == SDXL_PARAMS["text_encoder"] + SDXL_PARAMS["text_encoder_2"] and "/t1-2-10" in s.arch
+
+    def weights_and_states(engine):
+        plan = estimate(cfg, processes=8, device_gib=80, engine=engine, suggest=False)
+        return sum(gib for what, gib, _ in plan.lines if not what.startswith("activations"))
+
+    ddp, zero2, fsdp2 = (weights_and_states(e) for e in ("ddp", "zero2", "fsdp2"))
+    assert 60 < ddp < 66 and 24 < zero2 < 27 and 13 < fsdp2 < 16  # the numbers the recipe's comment quotes
+    lora = count_parameters(load_config("configs/lcd_sdxl_lora.yaml"))
+    assert lora.unet == SDXL_PARAMS["unet"] and 196e6 < lora.lora < 198e6
