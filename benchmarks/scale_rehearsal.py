@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Every shipped SD-2.1 recipe, run on its own YAML at SD 2.1's true shapes (random weights), on this machine.
+"""Every shipped SD-2.1 recipe (and the SDXL LoRA recipe), run on its own YAML at the true shapes (random weights),
+on this machine.
 
     python benchmarks/scale_rehearsal.py [--recipes lcd_sd21_base_512,lcf_pokemon] [--publish]
 
@@ -40,6 +41,8 @@ RECIPES: dict[str, dict] = {
     # a second row of a recipe with one switch, to check the memory planner's line for it against a measurement
     "lcd_sd21_768_adam8": {"variant": "sd21", "config": "lcd_sd21_768",
                            "extra": [("optim.use_8bit_adam=true", "planner check: 8-bit AdamW states")]},
+    # SDXL base at its true shapes (lcm_distill/testing/sdxl.py): the LoRA recipe, the one that fits this machine
+    "lcd_sdxl_lora": {"variant": "sdxl"},
 }  # fmt: skip
 COMMON = [  # what every rehearsal changes, and nothing about the method
     "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1", "train.max_train_steps=2",
@@ -47,7 +50,10 @@ COMMON = [  # what every rehearsal changes, and nothing about the method
     "train.report_to=tensorboard", f"train.validation_prompts=['{PROMPT}']", "train.validation_steps=[1]",
 ]  # fmt: skip
 # Overrides this 24 GiB, 2-core CPU machine needs beyond COMMON, with the reason (measured: see RESULTS.md).
-NEEDED: dict[str, list[tuple[str, str]]] = {}
+NEEDED: dict[str, list[tuple[str, str]]] = {
+    "lcd_sdxl_lora": [("data.source=hf", "an image folder stands in for the recipe's LAION shards"),
+                      ("data.shards=''", "(with it)")],
+}
 
 
 def config_of(recipe: str) -> Path:
@@ -64,12 +70,14 @@ def build_inputs(out: Path, recipe: str) -> tuple[list[str], Path | None]:
     """The recipe's model/data overrides (teacher or start folder, data) and the base folder its LoRA rides on."""
     from lcm_distill.testing import make_imagefolder
     from lcm_distill.testing.sd21 import save_sd21
+    from lcm_distill.testing.sdxl import save_sdxl
 
     spec, res = RECIPES[recipe], resolution_of(recipe)
     sets: list[str] = []
     base = None
     if "variant" in spec:
-        teacher = save_sd21(out / "teachers" / spec["variant"], spec["variant"])
+        folder = out / "teachers" / spec["variant"]
+        teacher = save_sdxl(folder) if spec["variant"] == "sdxl" else save_sd21(folder, spec["variant"])
         sets.append(f"model.teacher={teacher}")
         base = teacher
     else:
@@ -98,20 +106,28 @@ def read_losses(logs: Path) -> list[tuple[int, float, float]]:
 
 
 RELOAD = r"""
-import sys, numpy as np, torch
-from diffusers import DiffusionPipeline, LCMScheduler, StableDiffusionPipeline
+import gc, os, sys, numpy as np, torch
+from diffusers import DiffusionPipeline, LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 folder, kind, base, res = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+xl = os.path.isdir(os.path.join(base, "text_encoder_2"))  # SDXL: its stock pipeline class
+Stock = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+kw = {} if xl else {"safety_checker": None}
 def sample(pipe, **kw):
     return pipe("a red square", num_inference_steps=1, height=res, width=res, output_type="latent",
                 generator=torch.Generator().manual_seed(0), **kw).images
 if kind == "lora":
-    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    pipe = Stock.from_pretrained(base, **kw)
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.load_lora_weights(folder)
     lat = sample(pipe, guidance_scale=1.0)
+    if xl:  # two SDXL pipelines in fp32 do not fit 24 GiB together: the first goes before the second loads
+        del pipe
+        gc.collect()
     # the merged export beside it must draw the same latents: every adapter found its module at these shapes
-    merged = DiffusionPipeline.from_pretrained(folder.replace("/lora", "/student"), safety_checker=None)
+    merged = DiffusionPipeline.from_pretrained(folder.replace("/lora", "/student"), **kw)
     diff = (sample(merged, guidance_scale=1.0) - lat).abs().max().item()
+    if xl:
+        pipe = merged
     print("lora vs merged max|diff| %.2e" % diff, file=sys.stderr)
     ok = diff <= 1e-4 * max(1.0, lat.abs().max().item())  # fp32 both: equal up to fusing rounding
 else:

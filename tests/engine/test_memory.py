@@ -201,3 +201,19 @@ def test_sdxl_recipes_are_planned_offline_from_the_known_configs():
     assert 60 < ddp < 66 and 24 < zero2 < 27 and 13 < fsdp2 < 16  # the numbers the recipe's comment quotes
     lora = count_parameters(load_config("configs/lcd_sdxl_lora.yaml"))
     assert lora.unet == SDXL_PARAMS["unet"] and 196e6 < lora.lora < 198e6
+
+
+def test_the_true_shape_sdxl_kit_builds_the_hub_networks(tmp_path):
+    """lcm_distill/testing/sdxl.py (benchmarks/scale_rehearsal.py's SDXL teacher) at no cost on the meta device:
+    its networks have the Hub's parameter counts (asserted inside), the family reads as SDXL, and the tokenizers
+    pad as SDXL's do (end token for CLIP ViT-L, "!" for bigG)."""
+    import torch
+
+    from lcm_distill.families import family_of
+    from lcm_distill.testing.sdxl import sdxl_components
+
+    with torch.device("meta"):
+        comps = sdxl_components(tmp_path)
+    assert family_of(dict(comps["unet"].config)).name == "sdxl"
+    assert comps["tokenizer"].pad_token == "<|endoftext|>" and comps["tokenizer_2"].pad_token == "!"
+    assert comps["scheduler"].config.prediction_type == "epsilon"
