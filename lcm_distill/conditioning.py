@@ -81,6 +81,19 @@ def fixed_time_ids(n: int, resolution: int) -> Tensor:
     return sdxl_time_ids(torch.tensor([r, r]), torch.tensor([0.0, 0.0]), torch.tensor([r, r])).expand(n, 6).clone()
 
 
+@torch.no_grad()
+def encode_prompts(tokenizer: Any, text_encoder: nn.Module, captions: list[str]) -> Tensor:
+    """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length.
+
+    Module-level (not only a method) so the latent cache (lcm_distill.cli.cache) encodes exactly as training.
+    """
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    device = next(text_encoder.parameters()).device
+    return text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
+
+
 class TextStack:
     """A family's text encoders and tokenizers: captions -> :class:`Conditioning` (hidden, pooled; no time ids).
 
@@ -100,8 +113,6 @@ class TextStack:
     @torch.no_grad()
     def encode(self, captions: list[str]) -> Conditioning:
         if not self.dual:
-            from .models import encode_prompts
-
             return Conditioning(encode_prompts(self.tokenizers[0], self.encoders[0], captions))
         hidden, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, self.encoders, strict=True):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Conditioning, TextStack
+from .conditioning import Conditioning, TextStack, encode_prompts  # noqa: F401  (encode_prompts: the cache's)
 from .config import LoRAConfig, ModelConfig
 from .functional import DTYPES, NoiseSchedule
 
@@ -104,20 +104,6 @@ class Models:
 
     def encode_images(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         return encode_images(self.vae, pixel_values)
-
-
-@torch.no_grad()
-def encode_prompts(tokenizer: Any, text_encoder: nn.Module, captions: list[str]) -> Tensor:
-    """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length.
-
-    Module-level (not only a Models method) so the latent cache (lcm_distill.data.latent_cache) encodes exactly as
-    training.
-    """
-    ids = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    device = next(text_encoder.parameters()).device
-    return text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
 
 
 @torch.no_grad()
