@@ -7,6 +7,10 @@
 #      (benchmarks/vs_reference.py --precision gpu), when REFERENCE_SCRIPT=path/to/train_lcm_distill_sd_wds.py is set
 #   3. pipeline latency at 1/2/4 steps vs the teacher's 50-step CFG DDIM at 512 px, with the non-UNet share
 #   4. one bf16 step of the 768 v-prediction recipe's networks (upcast attention) with a NaN check
+#   5. optional (GPU_CHECK_SDXL=1; always with --tiny, on the tiny SDXL kit): SDXL base at its true shapes - the
+#      LCM-LoRA step at 1024 px (train_step.py --preset sdxl, rows lora+frozen_bf16) and 1/2/4-step latency at
+#      1024 px against the teacher's CFG DDIM (pipeline_latency.py --preset sdxl); building the random-weight SDXL
+#      folder (13 GB) takes minutes, so it is off by default
 #
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --tiny     # the same script on CPU with the tiny kit (what the test suite runs)
@@ -47,6 +51,9 @@ if [ "$TINY" = 1 ]; then
         --rows baseline,cache+fused_ema+fused_adam+channels_last,cache+fused_ema+fused_adam+fsdp2,zero2)
   LAT=(--preset tiny --device cpu --lcm-steps 1 2 --teacher-steps 2 --repeats 1 --warmup 0)
   V768=(--preset tiny_v --steps 1 --warmup 1 --rows frozen_bf16)
+  SDXL_STEP=(--preset tiny_sdxl --steps 1 --warmup 1 --rows baseline,lora)
+  SDXL_LAT=(--preset tiny_sdxl --device cpu --lcm-steps 1 4 --teacher-steps 2 --repeats 1 --warmup 0)
+  SDXL=1
 else
   rows=baseline,frozen_bf16,cache,fused_ema,fused_adam,channels_last,adam8,cache+frozen_bf16+fused_ema+fused_adam
   rows+=,cache+frozen_bf16+fused_ema+fused_adam+channels_last,cache+frozen_bf16+fused_ema+adam8
@@ -56,6 +63,9 @@ else
   STEP=(--preset sd21 --batch-size 8 --steps 10 --warmup 2 --rows "$rows" --workdir "$OUT/sd21")
   LAT=(--preset sd21-base --device cuda --dtype fp16 --repeats 3 --warmup 1)
   V768=(--preset sd21_768 --steps 1 --warmup 1 --rows frozen_bf16 --workdir "$OUT/sd21_768")
+  SDXL_STEP=(--preset sdxl --batch-size 2 --steps 5 --warmup 2 --rows lora+frozen_bf16 --workdir "$OUT/sdxl")
+  SDXL_LAT=(--preset sdxl --device cuda --dtype fp16 --lcm-steps 1 2 4 --teacher-steps 25 --repeats 3 --warmup 1)
+  SDXL="${GPU_CHECK_SDXL:-0}"
 fi
 
 stamp "1/4 LCD step: ${STEP[*]}"
@@ -83,4 +93,11 @@ ok = "error" not in r and math.isfinite(r["loss"])
 print(f"768 v-prediction bf16 step: loss {r.get('loss')} -> {'finite' if ok else 'NaN/failed'}")
 sys.exit(0 if ok else 1)
 EOF
+if [ "$SDXL" = 1 ]; then
+  stamp "5/5 SDXL: LCM-LoRA step (${SDXL_STEP[*]}) and latency (${SDXL_LAT[*]})"
+  "$PY" benchmarks/train_step.py "${SDXL_STEP[@]}" --json "$OUT/sdxl_step.json" | tee "$OUT/sdxl_step.md"
+  "$PY" benchmarks/pipeline_latency.py "${SDXL_LAT[@]}" | tee "$OUT/sdxl_latency.md"
+else
+  stamp "5/5 SDXL: skipped (GPU_CHECK_SDXL=1 runs it)"
+fi
 stamp "done"

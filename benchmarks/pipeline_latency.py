@@ -3,6 +3,7 @@
 
     python benchmarks/pipeline_latency.py --preset sd21 --device cuda --dtype fp16     # SD-2.1-base shapes, 512 px
     python benchmarks/pipeline_latency.py --preset tiny                                # the offline kit, CPU, seconds
+    python benchmarks/pipeline_latency.py --preset sdxl --device cuda --dtype fp16     # SDXL base shapes, 1024 px
 
 Random weights at the true shapes (lcm_distill.testing.sd21): latency does not depend on the weights. The LCM is the
 teacher's UNet with an omega input (time_cond_proj_dim 256), as LCD builds it. Each setting runs --warmup calls,
@@ -23,6 +24,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks.* and lcm_distill
 
 
+def sdxl_pipelines(preset: str, work: Path):
+    """SDXL: (teacher StableDiffusionXLPipeline with DDIM and CFG, the same class with the omega-conditioned student
+    and an LCMScheduler - how an SDXL export samples, lcm_distill.export.lcm_pipeline), resolution."""
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+
+    from lcm_distill.export import lcm_pipeline, lcm_scheduler
+    from lcm_distill.models import build_student
+
+    if preset == "sdxl":
+        from lcm_distill.testing.sdxl import sdxl_components
+
+        comps, res, dim = sdxl_components(work), 1024, 256
+    else:  # the tiny SDXL kit
+        from lcm_distill.testing import save_tiny_sdxl
+
+        comps = dict(StableDiffusionXLPipeline.from_pretrained(save_tiny_sdxl(work / "tiny-sdxl")).components)
+        res, dim = 16, 32
+    sched_cfg = dict(comps["scheduler"].config)
+    parts = {k: comps[k] for k in ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")}
+    teacher = StableDiffusionXLPipeline(unet=comps["unet"], scheduler=DDIMScheduler.from_config(sched_cfg),
+                                        add_watermarker=False, **parts)  # fmt: skip
+    lcm = lcm_pipeline(unet=build_student(comps["unet"], dim, "zero"), scheduler=lcm_scheduler(sched_cfg, 50),
+                       **parts)  # fmt: skip
+    return teacher, lcm, res
+
+
 def pipelines(preset: str, work: Path, device: str, dtype: torch.dtype):
     """(teacher StableDiffusionPipeline with DDIM, LCMPipeline with the omega-conditioned student), resolution."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -33,6 +60,12 @@ def pipelines(preset: str, work: Path, device: str, dtype: torch.dtype):
     from lcm_distill.testing import tiny_components
     from lcm_distill.testing.sd21 import SD21_VARIANTS, sd21_components
 
+    if preset in ("sdxl", "tiny_sdxl"):
+        teacher, lcm, res = sdxl_pipelines(preset, work)
+        for p in (teacher, lcm):
+            p.to(device, dtype)
+            p.set_progress_bar_config(disable=True)
+        return teacher, lcm, res
     if preset == "tiny":
         comps, res = tiny_components(work), 16
     else:
@@ -74,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--preset",
         default="tiny",
-        choices=["tiny", "sd21-base", "sd21"],
-        help="tiny kit (16 px) | SD 2.1-base (512 px) | SD 2.1 (768 px)",
+        choices=["tiny", "sd21-base", "sd21", "sdxl", "tiny_sdxl"],
+        help="tiny kit (16 px) | SD 2.1-base (512 px) | SD 2.1 (768 px) | SDXL base (1024 px) | tiny SDXL kit",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])

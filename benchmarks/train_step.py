@@ -4,6 +4,7 @@ test: numbers depend on the machine; the loss equality of every switch is tested
 
     python benchmarks/train_step.py --preset tiny                 # the offline test kit, CPU, seconds
     python benchmarks/train_step.py --preset sd21 --batch-size 8  # SD-2.1-shaped nets, random weights, 512 px, GPU
+    python benchmarks/train_step.py --preset sdxl --rows lora+frozen_bf16   # SDXL base shapes, 1024 px, GPU
 
 Rows: "baseline" (VAE + text encoder every step, frozen nets fp32, per-tensor EMA loop, eager), one row per switch
 turned on alone, and "all" (every switch on). The teacher's cond/uncond forward is always one batched call
@@ -75,19 +76,28 @@ PRESETS = {  # sd21*: random-weight SD 2.1 networks at their true shapes (lcm_di
              "variant": "sd21-base"},
     "sd21_768": {"resolution": 768, "batch_size": 1, "mixed_precision": "bf16", "checkpointing": True,
                  "variant": "sd21"},
+    # SDXL base at its true shapes (lcm_distill.testing.sdxl) and the tiny SDXL kit; no latent cache for SDXL yet, so
+    # their rows are the LoRA ones (lora, lora+frozen_bf16) and the switches that need no cache
+    "sdxl": {"resolution": 1024, "batch_size": 2, "mixed_precision": "bf16", "checkpointing": True,
+             "variant": "sdxl"},
+    "tiny_sdxl": {"resolution": 16, "batch_size": 2, "mixed_precision": "no", "checkpointing": False,
+                  "variant": "tiny_sdxl"},
 }  # fmt: skip
 
 
 def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> dict:
     """Teacher folder, a captioned image folder (2 batches), the run YAML, and its cache (built by the command)."""
     from lcm_distill.config import load_config
-    from lcm_distill.testing import make_imagefolder, save_tiny_sd
+    from lcm_distill.testing import make_imagefolder, save_tiny_sd, save_tiny_sdxl
     from lcm_distill.testing.sd21 import save_sd21
+    from lcm_distill.testing.sdxl import save_sdxl
 
     teacher = work / "teacher"
     p = PRESETS[preset]
     if "variant" not in p:
         save_tiny_sd(teacher, "v_prediction" if preset == "tiny_v" else "epsilon")
+    elif p["variant"] in ("sdxl", "tiny_sdxl"):
+        save_sdxl(teacher) if p["variant"] == "sdxl" else save_tiny_sdxl(teacher)
     else:
         save_sd21(teacher, p["variant"])
     images = make_imagefolder(work / "images", n=2 * batch_size, size=resolution)
@@ -96,11 +106,13 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
         f"data.dataset={images}", f"data.resolution={resolution}", "data.center_crop=true", "data.random_flip=false",
         f"train.per_device_batch_size={batch_size}", f"train.mixed_precision='{p['mixed_precision']}'",
         "train.ema_decay=0.95", "train.report_to=none", "train.validation_prompts=[]", f"train.output_dir={work}/run",
-        "model.omega_embed_dim=256" if "variant" in p else "model.omega_embed_dim=32",
+        "model.omega_embed_dim=256" if "variant" in p and preset != "tiny_sdxl" else "model.omega_embed_dim=32",
     ])  # fmt: skip
     config = work / "run.yaml"
     config.write_text(cfg.to_yaml())
     cache = work / "cache"
+    if p.get("variant") in ("sdxl", "tiny_sdxl"):  # the latent cache does not store SDXL's conditioning yet
+        return {"config": str(config), "cache": str(cache)}
     command = [sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(config), "--out", str(cache),
                "--batch-size", str(batch_size), "--overwrite"]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)  # the table alone on stdout
@@ -130,8 +142,12 @@ def unet_forward_flops(unet_config: dict, latent_hw: int, omega_dim: int | None)
         x = torch.empty(1, unet_config["in_channels"], latent_hw, latent_hw)
         ctx = torch.empty(1, 77, unet_config["cross_attention_dim"])
         cond = torch.empty(1, omega_dim) if omega_dim else None
+        added = {}
+        if unet_config.get("addition_embed_type") == "text_time":  # SDXL: pooled embedding + six time ids
+            pooled = unet_config["projection_class_embeddings_input_dim"] - 6 * unet_config["addition_time_embed_dim"]
+            added = {"added_cond_kwargs": {"text_embeds": torch.empty(1, pooled), "time_ids": torch.empty(1, 6)}}
         with FlopCounterMode(display=False) as counter:
-            unet(x, torch.tensor([500]), encoder_hidden_states=ctx, timestep_cond=cond)
+            unet(x, torch.tensor([500]), encoder_hidden_states=ctx, timestep_cond=cond, **added)
     return float(counter.get_total_flops())
 
 

@@ -118,11 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         # The run config may point data.cache_dir at the folder being built; reading the source is what we want.
         cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null"])
         from ..engine.preflight import check_data, check_model_folder
+        from ..hub import model_location
+        from ..models import read_family
 
         lcf_start = not OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and cfg.model.student
         source = cfg.model.student if lcf_start else cfg.model.teacher
-        check_model_folder("model.student" if lcf_start else "model.teacher", source, cfg.model.revision,
-                           ("vae", "text_encoder", "tokenizer"))  # fmt: skip
+        key = "model.student" if lcf_start else "model.teacher"
+        check_model_folder(key, source, cfg.model.revision, ("vae", "text_encoder", "tokenizer"))
+        family = read_family(model_location(source, cfg.model.revision), cfg.model.revision)
+        if not family.latent_cache:
+            raise ConfigError(f"{key}={source} is a {family.label} model, whose conditioning (two text encoders, "
+                              "pooled embedding, size/crop time ids) the cache does not store yet; train without "
+                              "data.cache_dir (the engine encodes on the fly).")  # fmt: skip
         check_data(cfg)
     except ConfigError as err:
         print(f"lcm-distill-cache: config error: {err}", file=sys.stderr)

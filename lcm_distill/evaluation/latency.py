@@ -78,18 +78,18 @@ class LatencyMeter:
 
     @contextmanager
     def attach(self, pipe) -> Iterator[LatencyMeter]:
-        """Install timing hooks on ``pipe``'s text encoder, UNet and VAE decoder for the duration of the block.
+        """Install timing hooks on ``pipe``'s text encoder(s), UNet and VAE decoder for the duration of the block.
 
         Forward pre/post hooks time the two ``nn.Module`` calls; ``vae.decode`` is a method, not ``forward``, so it
         is shadowed by an instance attribute and restored afterwards.
         """
         handles = []
-        for name in ("text_encoder", "unet"):
-            module = getattr(pipe, name, None)
+        for name, bucket in (("text_encoder", "text_encoder"), ("text_encoder_2", "text_encoder"), ("unet", "unet")):
+            module = getattr(pipe, name, None)  # text_encoder_2: SDXL's second encoder, counted with the first
             if module is None:
                 continue
-            handles.append(module.register_forward_pre_hook(lambda *_, n=name: self._start(n)))
-            handles.append(module.register_forward_hook(lambda *_, n=name: self._stop(n)))
+            handles.append(module.register_forward_pre_hook(lambda *_, n=bucket: self._start(n)))
+            handles.append(module.register_forward_hook(lambda *_, n=bucket: self._stop(n)))
         vae = getattr(pipe, "vae", None)
         patched = vae is not None and "decode" not in vars(vae)
         if patched:

@@ -143,3 +143,16 @@ def test_cache_command_under_two_processes(built_cache, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world"] == 2 and manifest["samples"] == 8
     assert {f["name"].split("-")[1] for f in manifest["files"]} == {"r0000", "r0001"}
+
+
+def test_the_cache_command_refuses_sdxl_before_encoding(base_overrides, tmp_path, capsys):
+    """SDXL's conditioning (two encoders, pooled embedding, time ids) is not stored by the cache yet: the command
+    says so and writes nothing, rather than caching the first encoder alone."""
+    from lcm_distill.testing import save_tiny_sdxl
+
+    sdxl = save_tiny_sdxl(tmp_path / "sdxl")
+    config = tmp_path / "run.yaml"
+    config.write_text(load_config(None, [*base_overrides, f"model.teacher={sdxl}"]).to_yaml())
+    assert cache_main(["--config", str(config), "--out", str(tmp_path / "latents")]) == 2
+    err = capsys.readouterr().err
+    assert "Stable Diffusion XL" in err and "data.cache_dir" in err and not (tmp_path / "latents").exists()

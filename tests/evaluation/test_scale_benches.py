@@ -37,6 +37,10 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_kit(tmp_path):
     assert rows["baseline"]["loss"] > 0 and "| cache+fused_ema+fused_adam+fsdp2 |" in out and "| zero2 |" in out
     # one-process ZeRO-2 (fp32 here) runs the same step as the baseline: the same loss after the same steps
     assert abs(rows["zero2"]["loss"] - rows["baseline"]["loss"]) < 1e-5, (rows["zero2"], rows["baseline"])
+    # part 5, SDXL (the tiny SDXL kit here): the LoRA step and the latency table of the SDXL pipelines
+    assert "5/5 SDXL" in out and "preset tiny_sdxl" in out and "| LCM 4 steps |" in out
+    sdxl = {r["row"]: r for r in json.loads((tmp_path / "out" / "sdxl_step.json").read_text())["results"]}
+    assert set(sdxl) == {"baseline", "lora"} and all(r["loss"] > 0 for r in sdxl.values()), sdxl
 
 
 FAKE_REFERENCE = """
