@@ -76,8 +76,7 @@ PRESETS = {  # sd21*: random-weight SD 2.1 networks at their true shapes (lcm_di
              "variant": "sd21-base"},
     "sd21_768": {"resolution": 768, "batch_size": 1, "mixed_precision": "bf16", "checkpointing": True,
                  "variant": "sd21"},
-    # SDXL base at its true shapes (lcm_distill.testing.sdxl) and the tiny SDXL kit; no latent cache for SDXL yet, so
-    # their rows are the LoRA ones (lora, lora+frozen_bf16) and the switches that need no cache
+    # SDXL base at its true shapes (lcm_distill.testing.sdxl) and the tiny SDXL kit
     "sdxl": {"resolution": 1024, "batch_size": 2, "mixed_precision": "bf16", "checkpointing": True,
              "variant": "sdxl"},
     "tiny_sdxl": {"resolution": 16, "batch_size": 2, "mixed_precision": "no", "checkpointing": False,
@@ -111,8 +110,6 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
     config = work / "run.yaml"
     config.write_text(cfg.to_yaml())
     cache = work / "cache"
-    if p.get("variant") in ("sdxl", "tiny_sdxl"):  # the latent cache does not store SDXL's conditioning yet
-        return {"config": str(config), "cache": str(cache)}
     command = [sys.executable, "-m", "lcm_distill.cli.cache", "--config", str(config), "--out", str(cache),
                "--batch-size", str(batch_size), "--overwrite"]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)  # the table alone on stdout

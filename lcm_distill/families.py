@@ -11,8 +11,8 @@ Why it matters: the family decides how the UNet is conditioned (lcm_distill/cond
 hidden state for SD 1.x / 2.x; two encoders' penultimate states, a pooled embedding and size/crop time ids for
 SDXL) and what an export is (our LCMPipeline folder, or a StableDiffusionXLPipeline folder). The engine reads the
 family from the loaded components; the preflight reads it from the configs to refuse, before any weight is loaded,
-what a family does not support yet (``latent_cache``). The rules read what changes a code path in diffusers, so
-they hold for fine-tunes (DreamShaper, ...) and for tiny test models alike.
+what a family cannot run (a missing second encoder, SDXL's VAE in fp16). The rules read what changes a code path in
+diffusers, so they hold for fine-tunes (DreamShaper, ...) and for tiny test models alike.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ from typing import Any
 class Family:
     name: str
     label: str
-    latent_cache: bool  # whether lcm-distill-cache stores its conditioning (data.cache_dir)
     extra_components: tuple[str, ...] = ()  # subfolders beyond unet / vae / text_encoder / tokenizer
     fp16_vae_overflows: bool = False  # its VAE gives NaN latents in fp16 (SDXL's; an fp16-fix VAE via model.vae)
 
 
 FAMILIES: dict[str, Family] = {
-    "sd1": Family("sd1", "Stable Diffusion 1.x", True),  # e.g. stable-diffusion-v1-5/stable-diffusion-v1-5
-    "sd2": Family("sd2", "Stable Diffusion 2.x", True),  # e.g. stabilityai/stable-diffusion-2-1-base
-    "sdxl": Family("sdxl", "Stable Diffusion XL", False, ("text_encoder_2", "tokenizer_2"), fp16_vae_overflows=True),
+    "sd1": Family("sd1", "Stable Diffusion 1.x"),  # e.g. stable-diffusion-v1-5/stable-diffusion-v1-5
+    "sd2": Family("sd2", "Stable Diffusion 2.x"),  # e.g. stabilityai/stable-diffusion-2-1-base
+    "sdxl": Family("sdxl", "Stable Diffusion XL", ("text_encoder_2", "tokenizer_2"), fp16_vae_overflows=True),
     # e.g. stabilityai/stable-diffusion-xl-base-1.0
 }
 

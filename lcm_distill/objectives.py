@@ -228,7 +228,8 @@ class ConsistencyStep:
             mean, std, hidden = (
                 batch[k].to(device, torch.float32) for k in ("latent_mean", "latent_std", "prompt_embeds")
             )
-            cond = Conditioning(hidden)
+            pooled = batch.get("pooled_embeds")  # SDXL caches: the pooled embedding (time ids below)
+            cond = Conditioning(hidden, None if pooled is None else pooled.to(device, torch.float32))
         elif batch["pixel_values"] is None:
             return None
         else:

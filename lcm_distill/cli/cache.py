@@ -65,15 +65,23 @@ class _Keyed(torch.utils.data.Dataset):
 def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.device, dtype: str = "fp16",
                batch_size: int = 32, shard_size: int = 1024) -> dict:  # fmt: skip
     """Encode this process's share of the data into ``out``; returns its part record (also in part-r*.json)."""
+    from ..conditioning import TextStack
     from ..data import StreamingBatches, shard_source
     from ..data.latent_cache import CacheWriter, cache_data_config, cache_key, encoder_dtypes
-    from ..models import encode_images, encode_prompts, load_frozen_encoders
+    from ..models import encode_images, load_frozen_encoders, load_second_encoder
     from ..source_kinds import SOURCE_KINDS
 
     data = cache_data_config(cfg.data)
-    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher)
+    with_teacher = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher
+    vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, with_teacher)
+    text_encoder_2, tokenizer_2 = load_second_encoder(cfg.model, with_teacher)  # SDXL's, else None
     vae, text_encoder = vae.to(device), text_encoder.to(device)
-    key = cache_key(vae, text_encoder, tokenizer, data)
+    if text_encoder_2 is not None:
+        text_encoder_2 = text_encoder_2.to(device)
+        text = TextStack([tokenizer, tokenizer_2], [text_encoder, text_encoder_2])
+    else:
+        text = TextStack([tokenizer], [text_encoder])
+    key = cache_key(vae, text_encoder, tokenizer, data, text_encoder_2, tokenizer_2)
     writer = CacheWriter(out, rank, dtype, shard_size)
     skipped = filtered = 0
     lost: list[str] = []
@@ -90,8 +98,9 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
         if batch["pixel_values"] is None:
             continue
         mean, std = encode_images(vae, batch["pixel_values"].to(device))
-        embeds = encode_prompts(tokenizer, text_encoder, batch["captions"])
-        writer.add(mean, std, embeds, batch["keys"], batch["captions"])
+        cond = text.encode(batch["captions"])  # the training step's own encoding (lcm_distill/conditioning.py)
+        time_ids = batch["time_ids"] if cond.added else None  # SDXL: the centre crop's size/crop conditioning
+        writer.add(mean, std, cond.hidden, batch["keys"], batch["captions"], cond.pooled, time_ids)
     info = {"skipped_samples": skipped, "filtered_samples": filtered, "lost_shards": list(lost)}
     info["encoder_dtypes"] = encoder_dtypes(vae, text_encoder)
     writer.close(key, info)
@@ -118,18 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         # The run config may point data.cache_dir at the folder being built; reading the source is what we want.
         cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null"])
         from ..engine.preflight import check_data, check_model_folder
-        from ..hub import model_location
-        from ..models import read_family
 
         lcf_start = not OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher and cfg.model.student
         source = cfg.model.student if lcf_start else cfg.model.teacher
         key = "model.student" if lcf_start else "model.teacher"
         check_model_folder(key, source, cfg.model.revision, ("vae", "text_encoder", "tokenizer"))
-        family = read_family(model_location(source, cfg.model.revision), cfg.model.revision)
-        if not family.latent_cache:
-            raise ConfigError(f"{key}={source} is a {family.label} model, whose conditioning (two text encoders, "
-                              "pooled embedding, size/crop time ids) the cache does not store yet; train without "
-                              "data.cache_dir (the engine encodes on the fly).")  # fmt: skip
         check_data(cfg)
     except ConfigError as err:
         print(f"lcm-distill-cache: config error: {err}", file=sys.stderr)

@@ -63,7 +63,8 @@ def build_batches(cfg, batch_size: int, rank: int = 0, world_size: int = 1, seed
     if cfg.cache_dir:
         if models is None:
             raise ValueError("data.cache_dir: pass the run's models so the cache key can be checked.")
-        key = cache_key(models.vae, models.text_encoder, models.tokenizer, cfg)
+        second = (getattr(models, "text_encoder_2", None), getattr(models, "tokenizer_2", None))  # SDXL's
+        key = cache_key(models.vae, models.text_encoder, models.tokenizer, cfg, *second)
         dataset = CachedLatents(cfg.cache_dir, key, encoder_dtypes(models.vae, models.text_encoder))
     elif not SOURCE_KINDS[cfg.source].streamed:
         dataset = build_dataset(cfg, seed)

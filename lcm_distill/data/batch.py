@@ -1,7 +1,8 @@
 """The one batch schema every data source produces, and the one sample decoder they share.
 
-A source yields samples ``{"pixel_values": (3, R, R) in [-1, 1], "caption": str}`` (or, from the latent cache,
-``{"latent_mean", "latent_std", "prompt_embeds", "caption"}``), and None for a sample that could not be read.
+A source yields samples ``{"pixel_values": (3, R, R) in [-1, 1], "caption": str, "time_ids"}`` (or, from the
+latent cache, ``{"latent_mean", "latent_std", "prompt_embeds", "caption"}``, SDXL's also ``pooled_embeds`` and
+``time_ids``), and None for a sample that could not be read.
 :func:`make_batch` stacks them into a :class:`Batch`; the objective (lcm_distill.objectives) reads only these keys.
 Streamed sources add their accounting (:class:`StreamBatch`) for the resumable position.
 """
@@ -33,6 +34,7 @@ class Sample(TypedDict, total=False):
     latent_mean: Tensor  # cache only: VAE posterior mean x scaling factor (C, h, w)
     latent_std: Tensor
     prompt_embeds: Tensor  # cache only: text-encoder hidden states (77, D)
+    pooled_embeds: Tensor  # cache only, SDXL: the second encoder's pooled, projected embedding (P,)
     upscaled: bool  # the stored image's shorter side was below data.resolution (it was enlarged)
     time_ids: Tensor  # (6,) SDXL size/crop conditioning: original (h, w), crop (top, left), target (R, R)
 
@@ -46,6 +48,7 @@ class Batch(TypedDict):
     latent_mean: Tensor | None
     latent_std: Tensor | None
     prompt_embeds: Tensor | None
+    pooled_embeds: Tensor | None  # SDXL caches only
     skipped: int  # unreadable samples dropped from this batch
     missing_captions: int  # delivered samples whose caption was missing or empty (trained as "")
     upscaled: int  # delivered samples stored smaller than data.resolution (enlarged: blurrier than the recipe wants)
@@ -81,6 +84,7 @@ def make_batch(samples: list[Sample | None], skipped: int = 0) -> Batch:
         latent_mean=stack("latent_mean"),
         latent_std=stack("latent_std"),
         prompt_embeds=stack("prompt_embeds"),
+        pooled_embeds=stack("pooled_embeds"),
         skipped=skipped + len(samples) - len(good),
         missing_captions=sum(1 for c in captions if not c) if good and "pixel_values" in good[0] else 0,
         upscaled=sum(1 for s in good if s.get("upscaled")),

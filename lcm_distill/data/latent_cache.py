@@ -4,8 +4,9 @@ Training samples a fresh latent mean + std * eps each step (as without the cache
 nothing but the random crop/flip, which cannot be cached: the cache fixes center crop and no flip, and a run reading
 it must say so (data.center_crop=true, data.random_flip=false; the config validator insists).
 
-Layout of ``cache_dir``: ``latents-r<rank>-<n>.safetensors`` (tensors latent_mean, latent_std, prompt_embeds; the
-samples' keys and captions in the header metadata), ``part-r<rank>.json`` per writing process, and ``manifest.json``
+Layout of ``cache_dir``: ``latents-r<rank>-<n>.safetensors`` (tensors latent_mean, latent_std, prompt_embeds, and
+for SDXL pooled_embeds and time_ids - the centre crop's size/crop conditioning; the samples' keys and captions in
+the header metadata), ``part-r<rank>.json`` per writing process, and ``manifest.json``
 (written last, by rank 0: every file, the sample count and the key). The key records what produced the cache: VAE
 and text-encoder config hashes and weight samples, the tokenizer, resolution, interpolation and the fixed crop/flip.
 A run whose models or transforms give another key is refused, naming the fields that differ. Weights are compared
@@ -84,9 +85,16 @@ def _tokenizer_digest(tokenizer: Any) -> str:
     return _digest([type(tokenizer).__name__, tokenizer.model_max_length, ids, _digest(vocab)])
 
 
-def cache_key(vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, data_cfg) -> dict[str, Any]:
-    """What a cached sample depends on; matching keys mean the same cached tensors up to the encoders' precision."""
-    return {
+def cache_key(vae: nn.Module, text_encoder: nn.Module, tokenizer: Any, data_cfg,
+              text_encoder_2: nn.Module | None = None, tokenizer_2: Any = None) -> dict[str, Any]:  # fmt: skip
+    """What a cached sample depends on; matching keys mean the same cached tensors up to the encoders' precision.
+    SDXL's second encoder and tokenizer add their own fields (an SD key has none, so SD caches keep their key)."""
+    second = {} if text_encoder_2 is None else {
+        "text_encoder_2.config": _config_digest(text_encoder_2.config),
+        "text_encoder_2.weights": weights_sample(text_encoder_2),
+        "tokenizer_2": _tokenizer_digest(tokenizer_2),
+    }  # fmt: skip
+    return {**second,
         "vae.config": _config_digest(vae.config),
         "vae.weights": weights_sample(vae),
         "text_encoder.config": _config_digest(text_encoder.config),
@@ -126,9 +134,12 @@ class CacheWriter:
         self.files: list[dict] = []
         self._rows: list[tuple[Tensor, Tensor, Tensor, str, str]] = []
 
-    def add(self, mean: Tensor, std: Tensor, embeds: Tensor, keys: list[str], captions: list[str]) -> None:
-        for row in zip(mean.cpu(), std.cpu(), embeds.cpu(), keys, captions, strict=True):
-            self._rows.append(row)
+    def add(self, mean: Tensor, std: Tensor, embeds: Tensor, keys: list[str], captions: list[str],
+            pooled: Tensor | None = None, time_ids: Tensor | None = None) -> None:  # fmt: skip
+        """One batch: posterior, text hidden states and, for SDXL, the pooled embeddings and time ids."""
+        extra = {} if pooled is None else {"pooled_embeds": pooled.cpu(), "time_ids": time_ids.cpu()}
+        for i, row in enumerate(zip(mean.cpu(), std.cpu(), embeds.cpu(), keys, captions, strict=True)):
+            self._rows.append((*row, {k: v[i] for k, v in extra.items()}))
             if len(self._rows) == self.shard_size:
                 self._flush()
 
@@ -137,10 +148,13 @@ class CacheWriter:
 
         if not self._rows:
             return
-        mean, std, emb, keys, caps = zip(*self._rows, strict=True)
+        mean, std, emb, keys, caps, extra = zip(*self._rows, strict=True)
         name = f"latents-r{self.rank:04d}-{len(self.files):05d}.safetensors"
         tensors = {"latent_mean": torch.stack(mean), "latent_std": torch.stack(std), "prompt_embeds": torch.stack(emb)}
-        save_file({k: v.to(self.dtype).contiguous() for k, v in tensors.items()}, str(self.out / name),
+        tensors |= {k: torch.stack([e[k] for e in extra]) for k in extra[0]}  # SDXL: pooled_embeds, time_ids
+        # time ids are pixel counts (up to thousands): fp16 would round them, so they stay fp32
+        save_file({k: v.to(torch.float32 if k == "time_ids" else self.dtype).contiguous() for k, v in tensors.items()},
+                  str(self.out / name),
                   metadata={"keys": json.dumps(keys), "captions": json.dumps(caps)})  # fmt: skip
         self.files.append({"name": name, "count": len(keys)})
         self._rows = []
@@ -230,6 +244,7 @@ class CachedLatents(torch.utils.data.Dataset):
         file = bisect.bisect_right(self.starts, index) - 1
         f, captions = self._handle(self.files[file])
         row = index - self.starts[file]
-        out = {k: f.get_slice(k)[row : row + 1][0] for k in ("latent_mean", "latent_std", "prompt_embeds")}
+        names = f.keys()  # safetensors' handle (not a dict): + pooled_embeds, time_ids in SDXL caches
+        out = {k: f.get_slice(k)[row : row + 1][0] for k in names}
         out["caption"] = captions[row] if row < len(captions) else ""
         return out

@@ -113,7 +113,7 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     except ValueError as err:
         raise ConfigError(f"objective.num_points: {err} (scheduler config of {source})") from err
     check_resolution(cfg.data.resolution, _vae_factor(cfg, source))
-    check_family(key, source, m.revision, cfg.data.cache_dir, m.frozen_dtype, m.vae)
+    check_family(key, source, m.revision, m.frozen_dtype, m.vae)
     dropped = components_not_exported(model_location(source, m.revision), m.revision)
     if dropped:
         logger.warning("%s: %s", key, dropped_components_note(source, dropped))
@@ -127,11 +127,11 @@ def check_models(cfg: Config, needs_teacher: bool) -> dict:
     return sched
 
 
-def check_family(key: str, source: str, revision: str | None, cache_dir: str | None = None,
-                 frozen_dtype: str = "fp32", vae: str | None = None) -> None:  # fmt: skip
+def check_family(key: str, source: str, revision: str | None, frozen_dtype: str = "fp32",
+                 vae: str | None = None) -> None:  # fmt: skip
     """Say which model family the run trains (lcm_distill/families.py reads it from the folder's configs) and refuse,
-    before any weight is loaded, what the family does not support yet (SDXL: the latent cache) or cannot run
-    (SDXL's own VAE in fp16, which overflows to NaN latents)."""
+    before any weight is loaded, what the family cannot run: a folder without the family's extra components, SDXL's
+    own VAE in fp16 (it overflows to NaN latents)."""
     from ..models import read_family
 
     try:
@@ -141,10 +141,6 @@ def check_family(key: str, source: str, revision: str | None, cache_dir: str | N
         return
     if family.extra_components:
         check_model_folder(key, source, revision, family.extra_components)
-    if cache_dir and not family.latent_cache:
-        raise ConfigError(f"data.cache_dir={cache_dir}: {key}={source} is a {family.label} model, whose conditioning "
-                          "(two text encoders, pooled embedding, size/crop time ids) the latent cache does not store "
-                          "yet; remove data.cache_dir to encode on the fly.")  # fmt: skip
     if family.fp16_vae_overflows and frozen_dtype == "fp16" and not vae:
         raise ConfigError(f"model.frozen_dtype=fp16 with {key}={source}: the {family.label} VAE overflows in fp16 (NaN "
                           "latents). Use model.frozen_dtype=bf16 or fp32, or set model.vae to an fp16-safe VAE "

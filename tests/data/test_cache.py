@@ -145,14 +145,47 @@ def test_cache_command_under_two_processes(built_cache, tmp_path):
     assert {f["name"].split("-")[1] for f in manifest["files"]} == {"r0000", "r0001"}
 
 
-def test_the_cache_command_refuses_sdxl_before_encoding(base_overrides, tmp_path, capsys):
-    """SDXL's conditioning (two encoders, pooled embedding, time ids) is not stored by the cache yet: the command
-    says so and writes nothing, rather than caching the first encoder alone."""
+def test_an_sdxl_cache_holds_both_encoders_pooled_embeddings_and_time_ids_and_trains_like_images(
+        base_overrides, tmp_path, monkeypatch):  # fmt: skip
+    """SDXL's conditioning in the cache: hidden states of both encoders side by side, the pooled embedding, each
+    sample's time ids (non-square images: original size and the centre crop's corner), kept in fp32; a run from the
+    cache gives the loss of the run from the images (encoding skipped), and the key names the second encoder."""
+    import numpy as np
+    from PIL import Image
+
     from lcm_distill.testing import save_tiny_sdxl
 
     sdxl = save_tiny_sdxl(tmp_path / "sdxl")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = [(32, 16), (16, 24), (40, 20), (16, 16)]  # (w, h): resized so the shorter side is 16, centre-cropped
+    with open(folder / "metadata.jsonl", "w") as fh:
+        for i, (w, h) in enumerate(sizes):
+            Image.fromarray(np.full((h, w, 3), 40 * i + 30, dtype=np.uint8)).save(folder / f"{i}.png")
+            fh.write(json.dumps({"file_name": f"{i}.png", "text": f"shade {i}"}) + "\n")
+    over = [*base_overrides, f"model.teacher={sdxl}", f"data.dataset={folder}", "train.max_train_steps=2",
+            "optim.adam_epsilon=1.0", "optim.learning_rate=0.05"]  # fmt: skip
     config = tmp_path / "run.yaml"
-    config.write_text(load_config(None, [*base_overrides, f"model.teacher={sdxl}"]).to_yaml())
-    assert cache_main(["--config", str(config), "--out", str(tmp_path / "latents")]) == 2
-    err = capsys.readouterr().err
-    assert "Stable Diffusion XL" in err and "data.cache_dir" in err and not (tmp_path / "latents").exists()
+    config.write_text(load_config(None, over).to_yaml())
+    out = tmp_path / "latents"
+    assert cache_main(["--config", str(config), "--out", str(out), "--dtype", "fp32", "--batch-size", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"text_encoder_2.weights", "tokenizer_2"} <= set(manifest["key"])
+    cached = CachedLatents(out)
+    rows = {cached[i]["caption"]: cached[i] for i in range(len(cached))}
+    assert rows["shade 0"]["prompt_embeds"].shape == (77, 64) and rows["shade 0"]["pooled_embeds"].shape == (32,)
+    # (h, w, top, left, 16, 16): 32x16 -> left (32 - 16) // 2 = 8; 16x24 -> top 4; 40x20 -> 32x16, left 8
+    assert rows["shade 0"]["time_ids"].tolist() == [16, 32, 0, 8, 16, 16]
+    assert rows["shade 1"]["time_ids"].tolist() == [24, 16, 4, 0, 16, 16]
+    assert rows["shade 2"]["time_ids"].tolist() == [20, 40, 0, 8, 16, 16] and rows["shade 2"]["time_ids"].dtype == (
+        torch.float32)  # fmt: skip
+    from_images = train(load_config(None, [*over, f"train.output_dir={tmp_path / 'a'}"])).losses
+
+    def no_vae(*args, **kwargs):
+        raise AssertionError("a run reading the cache must not encode images")
+
+    monkeypatch.setattr(Models, "encode_images", no_vae)
+    from_cache = train(load_config(None, [*over, f"data.cache_dir={out}", f"train.output_dir={tmp_path / 'b'}"]))
+    assert len(from_images) == len(from_cache.losses) == 2
+    for a, b in zip(from_images, from_cache.losses, strict=True):
+        assert abs(a - b) <= 1e-5 * abs(a), (from_images, from_cache.losses)

@@ -1,6 +1,6 @@
 """Model families (lcm_distill/families.py): read from the folder's configs, SD 1.x trained through the same engine
-as SD 2.x (full LCD and LCM-LoRA, exports that stock diffusers loads); what SDXL does not support yet (the latent
-cache) refused before any weight is loaded. SDXL training itself: tests/engine/test_sdxl.py."""
+as SD 2.x (full LCD and LCM-LoRA, exports that stock diffusers loads); what an SDXL folder cannot run refused before
+any weight is loaded. SDXL training itself: tests/engine/test_sdxl.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_family_rules_read_what_changes_a_code_path():
     assert family_of({"use_linear_projection": True, "addition_embed_type": "text_time"}).name == "sdxl"
     assert family_of({"use_linear_projection": True}, {"text_encoder_2": ["transformers", "CLIP"]}).name == "sdxl"
     assert family_of({}).name == "sd1"  # diffusers' default: no linear projection
-    assert [f.name for f in FAMILIES.values() if not f.latent_cache] == ["sdxl"]
+    assert [f.name for f in FAMILIES.values() if f.extra_components] == ["sdxl"]
 
 
 def test_tiny_kit_folders_are_told_apart(folders):
@@ -50,10 +50,9 @@ def _cfg(folders, data_dir, tmp_path, family: str, *extra: str):
     return load_config(None, [*base, *extra])
 
 
-def test_what_sdxl_lacks_is_refused_before_any_weight_is_loaded(folders, data_dir, tmp_path, caplog):
-    """The preflight (config and folder reads only, before models load) names the family it read, refuses the
-    latent cache for SDXL (naming the key and what to do), SDXL's own VAE in fp16, and an SDXL folder without its
-    second encoder."""
+def test_what_an_sdxl_folder_cannot_run_is_refused_before_any_weight_is_loaded(folders, data_dir, tmp_path, caplog):
+    """The preflight (config and folder reads only, before models load) names the family it read, refuses SDXL's
+    own VAE in fp16 (naming the keys and what to do) and an SDXL folder without its second encoder."""
     import shutil
 
     from lcm_distill.engine import preflight
@@ -61,9 +60,6 @@ def test_what_sdxl_lacks_is_refused_before_any_weight_is_loaded(folders, data_di
     caplog.set_level("INFO", logger="lcm_distill.engine.preflight")
     preflight(_cfg(folders, data_dir, tmp_path, "sdxl"))
     assert "model.teacher: Stable Diffusion XL model" in caplog.text
-    with pytest.raises(ConfigError, match=r"data\.cache_dir=.*Stable Diffusion XL.*remove data\.cache_dir"):
-        preflight(_cfg(folders, data_dir, tmp_path, "sdxl", f"data.cache_dir={tmp_path / 'cache'}",
-                       "data.center_crop=true", "data.random_flip=false"))
     with pytest.raises(ConfigError, match=r"model\.frozen_dtype=fp16 .*VAE overflows in fp16.*model\.vae"):
         preflight(_cfg(folders, data_dir, tmp_path, "sdxl", "model.frozen_dtype=fp16"))
     preflight(_cfg(folders, data_dir, tmp_path, "sdxl", "model.frozen_dtype=fp16",
