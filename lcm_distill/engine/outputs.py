@@ -29,6 +29,22 @@ from .faults import fault_point
 logger = logging.getLogger(__name__)
 
 
+class _UnderAutocast:
+    """A stock pipeline whose parts hold different dtypes (the run's bf16/fp16 frozen VAE and encoders beside the
+    fp32 student) called under autocast in those dtypes, as the training step runs them. Our LCMPipeline casts
+    between parts itself; stock SDXL does not (its VAE decode meets fp32 latents with bf16 weights)."""
+
+    def __init__(self, pipe, dtype: torch.dtype) -> None:
+        self.pipe, self.dtype = pipe, dtype
+
+    def __call__(self, *args, **kwargs):
+        with torch.autocast(self.pipe.device.type, dtype=self.dtype):
+            return self.pipe(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.pipe, name)
+
+
 def _pipeline(models: Models, unet, num_points: int):
     from ..export import lcm_pipeline, lcm_scheduler
 
@@ -36,6 +52,8 @@ def _pipeline(models: Models, unet, num_points: int):
                         scheduler=lcm_scheduler(models.scheduler_config, num_points),
                         text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
+    if models.text_encoder_2 is not None and models.frozen_dtype != torch.float32:
+        return _UnderAutocast(pipe, models.frozen_dtype)
     return pipe
 
 

@@ -19,16 +19,22 @@ def sdxl_cfg(sdxl_dir, data_dir, tmp_path, *extra: str):
     return load_config(None, [*base, *extra])
 
 
-@pytest.mark.parametrize("mode", ["full", "lora", "lcf"])
+@pytest.mark.parametrize("mode", ["full", "lora", "lcf", "lora_bf16"])
 def test_sdxl_trains_through_the_same_engine(sdxl_dir, data_dir, tmp_path, mode):
     from lcm_distill.engine import train
 
     extra = {"full": ("train.ema_decay=0.5", "train.validation_prompts=[a red circle]", "train.validation_every=2",
                       "train.validation_steps=[1,2]"),
              "lora": ("model.lora.enabled=true", "train.ema_decay=0.5"),
+             # bf16 frozen base and encoders (the SDXL LoRA recipe's), validation through the stock SDXL pipeline
+             "lora_bf16": ("model.lora.enabled=true", "train.ema_decay=0.5", "model.frozen_dtype=bf16",
+                           "train.mixed_precision=bf16", "train.validation_prompts=[a red circle]",
+                           "train.validation_every=2", "train.validation_steps=[1]"),
              "lcf": ("objective.kind=lcf", "train.ema_decay=0.5")}[mode]  # fmt: skip
     result = train(sdxl_cfg(sdxl_dir, data_dir, tmp_path, *extra))
     assert result.status == "finished" and len(result.losses) == 2 and all(np.isfinite(result.losses))
+    if mode == "lora_bf16":
+        assert (result.output_dir / "validation" / "step-00000002-student.png").is_file()
     if mode == "full":  # validation grids drawn through the SDXL pipeline (student and target)
         assert sorted(p.name for p in (result.output_dir / "validation").glob("*.png")) == [
             "step-00000002-student.png", "step-00000002-target.png"]  # fmt: skip
