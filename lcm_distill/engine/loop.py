@@ -25,7 +25,7 @@ from ..data import DataError
 from .checkpoint import CheckpointError, RunLayout, list_checkpoints, read_manifest, save_checkpoint
 from .engine_choice import EngineChoice, resolve_engine
 from .faults import fault_point
-from .outputs import export_pipelines, run_validation
+from .outputs import export_pipelines, release_training_memory, run_validation
 from .parallel import Parallel
 from .preflight import preflight
 from .quality import QualityWatch
@@ -229,6 +229,7 @@ def train(cfg: Config, resume: str | None = None, accelerator=None, stop_after: 
         if watch is not None and watch.last_step != state.step:  # the final weights are judged too
             watch.check(state.step, student, models.target)
         if tc.export:
+            release_training_memory(optimizer)  # the checkpoint just written holds the optimiser's states
             whole_student, whole_target = parallel.full_module(student), parallel.full_module(models.target, False)
             if tc.export_from == "best":
                 watch.use_best(whole_student, whole_target)

@@ -29,6 +29,24 @@ from .faults import fault_point
 logger = logging.getLogger(__name__)
 
 
+def release_training_memory(optimizer) -> None:
+    """Before the export, which may reload the fp32 base (a LoRA run with a bf16/fp16 base): drop the optimiser's
+    states and hand freed heap back to the OS - glibc keeps the step's freed activations in its arenas. Found by the
+    SDXL LoRA rehearsal at true shapes, whose export was killed for memory on a 24 GiB machine."""
+    import gc
+
+    state = getattr(optimizer, "state", None)
+    if isinstance(state, dict):  # torch / accelerate optimisers (a sharded engine's may differ: left alone)
+        state.clear()
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 class _UnderAutocast:
     """A stock pipeline whose parts hold different dtypes (the run's bf16/fp16 frozen VAE and encoders beside the
     fp32 student) called under autocast in those dtypes, as the training step runs them. Our LCMPipeline casts
