@@ -129,15 +129,21 @@ if kind == "lora":
     diff = (sample(merged, guidance_scale=1.0) - lat).abs().max().item()
     if xl:
         pipe = merged
+        del merged
     print("lora vs merged max|diff| %.2e" % diff, file=sys.stderr)
     ok = diff <= 1e-4 * max(1.0, lat.abs().max().item())  # fp32 both: equal up to fusing rounding
 else:
     pipe = DiffusionPipeline.from_pretrained(folder)
     lat, ok = sample(pipe, guidance_scale=8.5), True
-img = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
+names = type(pipe).__name__, type(pipe.scheduler).__name__
+vae = pipe.vae
+if xl:  # a 1024-px fp32 decode beside a whole SDXL pipeline does not fit 24 GiB: the VAE alone, tiled
+    del pipe
+    gc.collect()
+    vae.enable_tiling()
+img = vae.decode(lat / vae.config.scaling_factor).sample
 fin = bool(torch.isfinite(img).all())
-print(type(pipe).__name__, type(pipe.scheduler).__name__, *([] if ok else ["LoRA != merged"]),
-      "finite" if fin else "NON-FINITE")
+print(*names, *([] if ok else ["LoRA != merged"]), "finite" if fin else "NON-FINITE")
 """
 
 
