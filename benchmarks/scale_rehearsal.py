@@ -137,11 +137,11 @@ else:
     lat, ok = sample(pipe, guidance_scale=8.5), True
 names = type(pipe).__name__, type(pipe.scheduler).__name__
 vae = pipe.vae
-if xl:  # a 1024-px fp32 decode beside a whole SDXL pipeline does not fit 24 GiB: the VAE alone, tiled
+if xl:  # a 1024-px fp32 decode beside a whole SDXL pipeline does not fit 24 GiB: the VAE alone
     del pipe
     gc.collect()
-    vae.enable_tiling()
-img = vae.decode(lat / vae.config.scaling_factor).sample
+with torch.no_grad():  # (without it the decoder keeps every activation for a backward that never comes)
+    img = vae.decode(lat / vae.config.scaling_factor).sample
 fin = bool(torch.isfinite(img).all())
 print(*names, *([] if ok else ["LoRA != merged"]), "finite" if fin else "NON-FINITE")
 """
