@@ -54,17 +54,13 @@ class Plan:
         return self.out / f"{slug}-seed{seed}{'-fine' if fine else ''}"
 
 
-def sets(plan: Plan, variant: str, seed: int, reference: Path, steps: int, every: int) -> list[str]:
-    return [*BASE, *VARIANTS[variant], f"train.seed={seed}", f"train.max_train_steps={steps}",
-            f"train.quality_every={every}", f"train.quality_reference={reference}"]  # fmt: skip
-
-
 def train_step(plan: Plan, variant: str, seed: int, reference: Path, fine_until: int | None = None) -> Step:
+    """The variant's run (quality check every plan.every steps), or the retrace (every step up to fine_until)."""
     run = plan.run_dir(variant, seed, fine=fine_until is not None)
     steps, every = (fine_until, 1) if fine_until is not None else (plan.steps, plan.every)
-    argv = [*train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run, sets(plan, variant, seed, reference,
-                                                                                steps, every),
-                        report_to="tensorboard"), "--overwrite"]  # fmt: skip
+    sets = [*BASE, *VARIANTS[variant], f"train.seed={seed}", f"train.max_train_steps={steps}",
+            f"train.quality_every={every}", f"train.quality_reference={reference}"]  # fmt: skip
+    argv = [*train_argv("train_lcd.py", "configs/lcd_tiny_cpu.yaml", run, sets, report_to="tensorboard"), "--overwrite"]
     return Step(f"train-{run.name}", argv, run / "student" / "model_index.json")
 
 

@@ -62,21 +62,18 @@ def pipelines(preset: str, work: Path, device: str, dtype: torch.dtype):
 
     if preset in ("sdxl", "tiny_sdxl"):
         teacher, lcm, res = sdxl_pipelines(preset, work)
-        for p in (teacher, lcm):
-            p.to(device, dtype)
-            p.set_progress_bar_config(disable=True)
-        return teacher, lcm, res
-    if preset == "tiny":
-        comps, res = tiny_components(work), 16
     else:
-        comps, res = sd21_components(preset, work), SD21_VARIANTS[preset]["resolution"]
-    sched_cfg = dict(comps["scheduler"].config)
-    student = build_student(comps["unet"], 256 if preset != "tiny" else 32, "zero")
-    parts = {k: comps[k] for k in ("vae", "text_encoder", "tokenizer")}
-    teacher = StableDiffusionPipeline(unet=comps["unet"], scheduler=DDIMScheduler.from_config(sched_cfg),
-                                      safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-                                      **parts)  # fmt: skip
-    lcm = LCMPipeline(unet=student, scheduler=lcm_scheduler(sched_cfg, 50), **parts)
+        if preset == "tiny":
+            comps, res = tiny_components(work), 16
+        else:
+            comps, res = sd21_components(preset, work), SD21_VARIANTS[preset]["resolution"]
+        sched_cfg = dict(comps["scheduler"].config)
+        student = build_student(comps["unet"], 256 if preset != "tiny" else 32, "zero")
+        parts = {k: comps[k] for k in ("vae", "text_encoder", "tokenizer")}
+        teacher = StableDiffusionPipeline(unet=comps["unet"], scheduler=DDIMScheduler.from_config(sched_cfg),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                                          **parts)  # fmt: skip
+        lcm = LCMPipeline(unet=student, scheduler=lcm_scheduler(sched_cfg, 50), **parts)
     for p in (teacher, lcm):
         p.to(device, dtype)
         p.set_progress_bar_config(disable=True)

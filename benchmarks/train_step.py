@@ -93,12 +93,11 @@ def build_assets(preset: str, work: Path, resolution: int, batch_size: int) -> d
 
     teacher = work / "teacher"
     p = PRESETS[preset]
+    builders = {"sdxl": save_sdxl, "tiny_sdxl": save_tiny_sdxl}
     if "variant" not in p:
         save_tiny_sd(teacher, "v_prediction" if preset == "tiny_v" else "epsilon")
-    elif p["variant"] in ("sdxl", "tiny_sdxl"):
-        save_sdxl(teacher) if p["variant"] == "sdxl" else save_tiny_sdxl(teacher)
     else:
-        save_sd21(teacher, p["variant"])
+        builders.get(p["variant"], lambda folder: save_sd21(folder, p["variant"]))(teacher)
     images = make_imagefolder(work / "images", n=2 * batch_size, size=resolution)
     cfg = load_config(None, [
         f"model.teacher={teacher}", f"model.gradient_checkpointing={str(p['checkpointing']).lower()}",

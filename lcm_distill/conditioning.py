@@ -30,9 +30,6 @@ class Conditioning:
     pooled: Tensor | None = None
     time_ids: Tensor | None = None
 
-    def __len__(self) -> int:
-        return self.hidden.shape[0]
-
     @property
     def added(self) -> bool:
         """Whether the UNet takes added (text, time) conditioning: SDXL."""
@@ -55,10 +52,6 @@ class Conditioning:
         return Conditioning(torch.cat([self.hidden, other.hidden]), join(self.pooled, other.pooled),
                             join(self.time_ids, other.time_ids))  # fmt: skip
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
-        move = (lambda t: None if t is None else t.to(device, dtype))  # noqa: E731
-        return Conditioning(move(self.hidden), move(self.pooled), move(self.time_ids))
-
     def with_time_ids(self, time_ids: Tensor | None) -> Conditioning:
         return replace(self, time_ids=time_ids)
 
@@ -66,32 +59,29 @@ class Conditioning:
 SDXL_TIME_IDS = ("sample", "fixed")  # data.sdxl_time_ids: each sample's size/crop, or (r, r, 0, 0, r, r)
 
 
-def sdxl_time_ids(original_size: Tensor, crop_top_left: Tensor, target_size: Tensor) -> Tensor:
-    """SDXL's micro-conditioning (B, 6) in the pipeline's order: original (h, w), crop (top, left), target (h, w).
-    Each argument is (B, 2) or (2,) (broadcast over the batch)."""
-    parts = [torch.as_tensor(p, dtype=torch.float32) for p in (original_size, crop_top_left, target_size)]
-    batch = max(p.shape[0] if p.ndim == 2 else 1 for p in parts)
-    return torch.cat([p.expand(batch, 2) if p.ndim == 2 else p.view(1, 2).expand(batch, 2) for p in parts], dim=1)
+def time_ids(height: int, width: int, top: int, left: int, resolution: int) -> Tensor:
+    """SDXL's micro-conditioning (6,) of one sample in the pipeline's order: original (h, w), crop (top, left),
+    target (h, w) = (R, R) for the engine's square crops. The one place that order is written."""
+    return torch.tensor([height, width, top, left, resolution, resolution], dtype=torch.float32)
 
 
 def fixed_time_ids(n: int, resolution: int) -> Tensor:
-    """Micro-conditioning of a square crop taken from an image already at ``resolution``: (r, r, 0, 0, r, r) - what
-    diffusers' SDXL LCM scripts use with ``--use_fix_crop_and_size``."""
-    r = float(resolution)
-    return sdxl_time_ids(torch.tensor([r, r]), torch.tensor([0.0, 0.0]), torch.tensor([r, r])).expand(n, 6).clone()
+    """(n, 6) of a square crop taken from an image already at ``resolution``: (r, r, 0, 0, r, r) - what diffusers'
+    SDXL LCM scripts use with ``--use_fix_crop_and_size``."""
+    return time_ids(resolution, resolution, 0, 0, resolution).repeat(n, 1)
+
+
+def _token_ids(tokenizer: Any, captions: list[str]) -> Tensor:
+    """Ids (B, 77) padded to the tokenizer's max length, as the SD / SDXL pipelines tokenize."""
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids  # fmt: skip
 
 
 @torch.no_grad()
 def encode_prompts(tokenizer: Any, text_encoder: nn.Module, captions: list[str]) -> Tensor:
-    """Text-encoder hidden states (B, 77, D) for the captions, padded to the tokenizer's max length.
-
-    Module-level (not only a method) so the latent cache (lcm_distill.cli.cache) encodes exactly as training.
-    """
-    ids = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
+    """Text-encoder hidden states (B, 77, D) for the captions (SD 1.x / 2.x: the last hidden state)."""
     device = next(text_encoder.parameters()).device
-    return text_encoder(ids.to(device))[0].float()  # fp32 for the student; teacher_pair casts back
+    return text_encoder(_token_ids(tokenizer, captions).to(device))[0].float()  # fp32; teacher_pair casts back
 
 
 class TextStack:
@@ -106,6 +96,14 @@ class TextStack:
             raise ValueError(f"a text stack has one or two (tokenizer, encoder) pairs, got {len(encoders)}")
         self.tokenizers, self.encoders = tokenizers, encoders
 
+    @classmethod
+    def of(cls, tokenizer: Any, encoder: nn.Module, tokenizer_2: Any = None, encoder_2: nn.Module | None = None
+           ) -> TextStack:  # fmt: skip
+        """The stack of a run's components: the second pair only when there is one (SDXL)."""
+        if encoder_2 is None:
+            return cls([tokenizer], [encoder])
+        return cls([tokenizer, tokenizer_2], [encoder, encoder_2])
+
     @property
     def dual(self) -> bool:
         return len(self.encoders) == 2
@@ -116,9 +114,8 @@ class TextStack:
             return Conditioning(encode_prompts(self.tokenizers[0], self.encoders[0], captions))
         hidden, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, self.encoders, strict=True):
-            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids  # fmt: skip
-            out = encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=True)
+            ids = _token_ids(tokenizer, captions).to(next(encoder.parameters()).device)
+            out = encoder(ids, output_hidden_states=True)
             hidden.append(out.hidden_states[-2].float())
             pooled = out[0].float()  # the last encoder's: CLIPTextModelWithProjection's text_embeds (B, P)
         return Conditioning(torch.cat(hidden, dim=-1), pooled)

@@ -109,8 +109,8 @@ def lcm_pipeline(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sche
                  text_encoder_2: Any = None, tokenizer_2: Any = None):  # fmt: skip
     """The pipeline an export writes and a run samples with (validation, the quality signal): our ``LCMPipeline``
     for SD 1.x / 2.x; for SDXL (a second text encoder) stock ``StableDiffusionXLPipeline`` with the LCMScheduler -
-    it embeds omega = guidance_scale - 1 through the UNet's ``time_cond_proj_dim`` and skips CFG then, and its
-    default size/crop time ids are the fixed ones the engine trains with (lcm_distill/conditioning.py)."""
+    it embeds omega = guidance_scale - 1 through the UNet's ``time_cond_proj_dim`` and skips CFG then; its default
+    size/crop time ids are (H, W, 0, 0, H, W), the engine's data.sdxl_time_ids=fixed (lcm_distill/conditioning.py)."""
     if text_encoder_2 is None:
         from .pipelines import LCMPipeline
 

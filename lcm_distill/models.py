@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Conditioning, TextStack, encode_prompts  # noqa: F401  (encode_prompts: the cache's)
+from .conditioning import Conditioning, TextStack
 from .config import LoRAConfig, ModelConfig
 from .functional import DTYPES, NoiseSchedule
 
@@ -55,9 +55,7 @@ class Models:
     @property
     def text(self) -> TextStack:
         """The family's text encoders (one for SD 1.x / 2.x, two for SDXL): captions -> Conditioning."""
-        if self.text_encoder_2 is None:
-            return TextStack([self.tokenizer], [self.text_encoder])
-        return TextStack([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2])
+        return TextStack.of(self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -76,11 +76,8 @@ def write_part(cfg: Config, out: Path, rank: int, world: int, device: torch.devi
     vae, text_encoder, tokenizer = load_frozen_encoders(cfg.model, with_teacher)
     text_encoder_2, tokenizer_2 = load_second_encoder(cfg.model, with_teacher)  # SDXL's, else None
     vae, text_encoder = vae.to(device), text_encoder.to(device)
-    if text_encoder_2 is not None:
-        text_encoder_2 = text_encoder_2.to(device)
-        text = TextStack([tokenizer, tokenizer_2], [text_encoder, text_encoder_2])
-    else:
-        text = TextStack([tokenizer], [text_encoder])
+    text_encoder_2 = text_encoder_2.to(device) if text_encoder_2 is not None else None
+    text = TextStack.of(tokenizer, text_encoder, tokenizer_2, text_encoder_2)
     key = cache_key(vae, text_encoder, tokenizer, data, text_encoder_2, tokenizer_2)
     writer = CacheWriter(out, rank, dtype, shard_size)
     skipped = filtered = 0

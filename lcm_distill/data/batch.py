@@ -98,8 +98,7 @@ def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name:
     None when the image cannot be decoded (the caller counts it). ``rng`` decides crop, flip and caption choice.
     ``meta`` (img2dataset's json, a parquet row) may give the source image's original size, which SDXL's time ids
     take when the stored image was resized (else the stored image's size)."""
-    import torch
-
+    from ..conditioning import time_ids
     from .filters import original_size
     from .transforms import pick_caption, prepare_image
 
@@ -111,9 +110,8 @@ def decode_sample(image: Any, caption: Any, cfg, rng: np.random.Generator, name:
         logger.debug("skipping sample %s: %s", name, err)
         return None
     height, width = original_size(meta) or (img.height, img.width)
-    r = cfg.resolution
     sample = Sample(pixel_values=pixels, caption=pick_caption(caption, rng),
-                    time_ids=torch.tensor([height, width, top, left, r, r], dtype=torch.float32))  # fmt: skip
+                    time_ids=time_ids(height, width, top, left, cfg.resolution))  # fmt: skip
     if min(img.size) < cfg.resolution:
         sample["upscaled"] = True  # counted (upscaled_samples); the training loop warns once per run
     return sample

@@ -14,11 +14,12 @@ import torch
 
 from lcm_distill.cli.cache import main as cache_main
 from lcm_distill.cli.cache import write_part
+from lcm_distill.conditioning import encode_prompts
 from lcm_distill.config import load_config
 from lcm_distill.data import build_batches, build_dataset
 from lcm_distill.data.latent_cache import CachedLatents, CacheKeyError, cache_data_config, cache_key, finalize_cache
 from lcm_distill.engine import train
-from lcm_distill.models import Models, encode_images, encode_prompts, load_frozen_encoders
+from lcm_distill.models import Models, encode_images, load_frozen_encoders
 from lcm_distill.testing import tiny_text_encoder, tiny_vae
 from lcm_distill.testing.shards import CORRUPT, FILTERED, FILTERS, GOOD, keys_of
 
