@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .digits import DigitsConfig, build_split, write_imagefolder
+from .models import SDXL_ARCH
 from .train import (
     ClassifierTrainConfig,
     TeacherTrainConfig,
@@ -36,7 +37,8 @@ from .train import (
 
 log = logging.getLogger("testbed.build")
 TEXT_MERGES = 1000
-TEACHERS = {"teacher-eps": "epsilon", "teacher-v": "v_prediction"}
+TEACHERS = {"teacher-eps": "epsilon", "teacher-v": "v_prediction", "teacher-xl": "epsilon"}
+SDXL_TEACHERS = {"teacher-xl"}  # SDXL-shaped (two encoders, "text_time" UNet); built after the SD ones it reuses
 STAGES = ("data", "vae", "classifier", "teachers", "check")
 
 
@@ -51,21 +53,43 @@ def _progress(name: str, every: int):
     return report
 
 
-def save_teacher(out: Path, vae, text_encoder, tokenizer, unet, prediction_type: str) -> Path:
-    """A StableDiffusionPipeline folder in safetensors with SD 2.x scheduler settings (DDIM config)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def save_teacher(out: Path, vae, text_encoder, tokenizer, unet, prediction_type: str, text_encoder_2=None) -> Path:
+    """A StableDiffusionPipeline folder (StableDiffusionXLPipeline with ``text_encoder_2``) in safetensors with SD
+    2.x scheduler settings (DDIM config)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from ..testing import tiny_scheduler_config
 
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler(**tiny_scheduler_config(prediction_type)),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    scheduler = DDIMScheduler(**tiny_scheduler_config(prediction_type))
+    if text_encoder_2 is not None:
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def sdxl_text_encoders(assets: Path):
+    """The SDXL teacher's frozen encoders, both already trained on the testbed's prompts: teacher-eps's encoder as
+    the first, teacher-v's as the second with a seeded projection head for the pooled embedding (SDXL's second
+    encoder is a CLIPTextModelWithProjection). Random encoders would not tell digits apart (TeacherTrainConfig)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    first = CLIPTextModel.from_pretrained(assets / "teacher-eps" / "text_encoder")
+    donor = CLIPTextModel.from_pretrained(assets / "teacher-v" / "text_encoder")
+    torch.manual_seed(0)
+    config = donor.config
+    config.projection_dim = config.hidden_size  # the UNet's pooled_dim (SDXL_ARCH)
+    second = CLIPTextModelWithProjection(config)
+    # strict: only the projection is new (transformers 5 flattened CLIPTextModel; 4.x nests it in .text_model)
+    second.text_model.load_state_dict(getattr(donor, "text_model", donor).state_dict())
+    return first.eval().requires_grad_(False), second.eval().requires_grad_(False)
 
 
 def check_teacher(folder: Path, data_dir: Path, assets: Path, steps: list[int], guidance: list[float],
@@ -168,14 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         text_encoder = tiny_text_encoder(TEXT_MERGES, seed=0).eval().requires_grad_(False)
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer = build_clip_tokenizer(tmp, TEXT_MERGES)
-        for name in args.teachers:
-            tcfg = TeacherTrainConfig(prediction_type=TEACHERS[name], steps=args.teacher_steps)
-            unet, trained_text = timed(name, lambda tcfg=tcfg, name=name: train_teacher(
-                vae, text_encoder, tokenizer, tiny_scheduler_config(tcfg.prediction_type), train, tcfg,
-                _progress(name, 250)))
-            save_teacher(assets / name, vae, trained_text, tokenizer, unet, tcfg.prediction_type)
+        for name in [n for n in TEACHERS if n in args.teachers]:  # SD teachers first: the SDXL one reuses them
+            xl = name in SDXL_TEACHERS
+            tcfg = TeacherTrainConfig(prediction_type=TEACHERS[name], steps=args.teacher_steps,
+                                      **({"arch": SDXL_ARCH, "train_text_encoder": False} if xl else {}))
+            first, second = sdxl_text_encoders(assets) if xl else (text_encoder, None)
+            unet, trained_text = timed(name, lambda tcfg=tcfg, name=name, first=first, second=second: train_teacher(
+                vae, first, tokenizer, tiny_scheduler_config(tcfg.prediction_type), train, tcfg,
+                _progress(name, 250), text_encoder_2=second, tokenizer_2=tokenizer if xl else None))
+            save_teacher(assets / name, vae, trained_text, tokenizer, unet, tcfg.prediction_type, second)
             how = "trained jointly with the UNet" if tcfg.train_text_encoder else "random and frozen"
             text = f"CLIPTextModel (seed 0 init, {how}); real CLIP BPE tokenizer cut to {TEXT_MERGES} merges"
+            if xl:
+                text = ("teacher-eps's and teacher-v's trained encoders (the second with a seed-0 projection), frozen; "
+                        "penultimate states side by side, pooled embedding of the second (SDXL's conditioning)")
             updates[name] = {"train": asdict(tcfg), "vae": str(vae_dir), "text_encoder": text}
     if "check" in stages:
         updates["data_floor_fid"] = round(timed("floor", lambda: data_floor_fid(assets, dcfg)), 3)

@@ -42,6 +42,13 @@ class UNetArch:
     norm_num_groups: int = 8
     cross_attention_dim: int = 32
     sample_size: int = 8
+    addition_time_embed_dim: int = 0  # > 0: SDXL's "text_time" added conditioning (pooled text + six time ids)
+    pooled_dim: int = 0  # SDXL: width of the second text encoder's pooled (projected) embedding
+
+
+SDXL_ARCH = UNetArch(cross_attention_dim=64, addition_time_embed_dim=8, pooled_dim=32)
+"""The SDXL-shaped testbed teacher: the SD teacher's blocks; cross-attention over two 32-wide encoders' states side
+by side, and "text_time" added conditioning, as in stabilityai/stable-diffusion-xl-base-1.0."""
 
 
 def build_vae(arch: VAEArch | None = None, seed: int = 0):
@@ -70,6 +77,10 @@ def build_unet(arch: UNetArch | None = None, seed: int = 0):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
+    added = {}
+    if arch.addition_time_embed_dim:
+        added = {"addition_embed_type": "text_time", "addition_time_embed_dim": arch.addition_time_embed_dim,
+                 "projection_class_embeddings_input_dim": 6 * arch.addition_time_embed_dim + arch.pooled_dim}
     return UNet2DConditionModel(
         sample_size=arch.sample_size,
         in_channels=4,
@@ -82,6 +93,7 @@ def build_unet(arch: UNetArch | None = None, seed: int = 0):
         attention_head_dim=arch.attention_head_dim,
         use_linear_projection=True,
         norm_num_groups=arch.norm_num_groups,
+        **added,
     )
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conditioning import Conditioning, TextStack, fixed_time_ids
 from ..functional import NoiseSchedule, from_x0_eps
 from .digits import DigitsSplit
 from .models import ClassifierArch, DigitColorClassifier, UNetArch, VAEArch, build_unet, build_vae
@@ -195,12 +196,25 @@ def train_teacher(
     cfg: TeacherTrainConfig | None = None,
     progress: Callable | None = None,
     init_unet: nn.Module | None = None,
+    text_encoder_2: nn.Module | None = None,
+    tokenizer_2=None,
 ):
     """Train a teacher UNet (and, if asked, the text encoder); returns their EMA copies (eval mode, no grad).
 
     ``init_unet``: fine-tune a copy of this UNet instead of a fresh one (a derivative of a teacher in another style,
-    for the LCM-LoRA universality benchmark); cfg.arch is then ignored."""
+    for the LCM-LoRA universality benchmark); cfg.arch is then ignored.
+    ``text_encoder_2`` / ``tokenizer_2``: an SDXL-shaped teacher (cfg.arch with "text_time" added conditioning). It
+    is conditioned through the same :class:`TextStack` as the engine (penultimate states of both encoders, the
+    second's pooled embedding, time ids of the uncropped square images) and drops captions to zeros, the SDXL
+    pipeline's unconditional branch. Its encoders stay frozen (pass already-trained ones: see train_text_encoder).
+    """
     cfg = cfg or TeacherTrainConfig()
+    dual = text_encoder_2 is not None
+    if dual and cfg.train_text_encoder:
+        raise ValueError("an SDXL testbed teacher keeps its text encoders frozen: set train_text_encoder=False and "
+                         "pass trained encoders (python -m lcm_distill.testbed.build uses the SD teachers')")
+    if dual != bool(cfg.arch.addition_time_embed_dim) and init_unet is None:
+        raise ValueError("text_encoder_2 and cfg.arch.addition_time_embed_dim go together (SDXL) or not at all")
     schedule = NoiseSchedule.from_config(scheduler_config, cfg.prediction_type)
     mean, std = encode_posterior(vae, data.images)
     scale = float(vae.config.scaling_factor)
@@ -218,7 +232,12 @@ def train_teacher(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
-        frozen_table = None if cfg.train_text_encoder else text_encoder(ids)[0]
+        if dual:  # rows: the prompts, then the unconditional branch (zeros for SDXL)
+            stack = TextStack.of(tokenizer, text_encoder, tokenizer_2, text_encoder_2)
+            frozen_table = stack.encode(prompts).cat(stack.unconditional(1))
+        else:
+            frozen_table = None if cfg.train_text_encoder else Conditioning(text_encoder(ids)[0])
+    size = int(data.images.shape[-1])
     t0 = time.time()
     for step, idx in enumerate(_batches(len(mean), cfg.batch_size, cfg.steps, gen)):
         for g in opt.param_groups:
@@ -230,11 +249,13 @@ def train_teacher(
         drop = torch.rand(b, generator=gen) < cfg.caption_dropout
         which = torch.where(drop, torch.full_like(caption_idx[idx], uncond), caption_idx[idx])
         # 61 distinct prompts: encode each once per step and gather (same gradients as encoding the batch)
-        table = frozen_table if frozen_table is not None else text_encoder(ids)[0]
+        table = frozen_table if frozen_table is not None else Conditioning(text_encoder(ids)[0])
+        cond = Conditioning(table.hidden[which], None if table.pooled is None else table.pooled[which],
+                            fixed_time_ids(b, size) if dual else None)  # fmt: skip
         alpha, sigma = schedule.alpha_sigma(t)
         x_t = alpha * x0 + sigma * noise
         target = from_x0_eps(x0, noise, alpha, sigma, cfg.prediction_type)
-        pred = unet(x_t, t, encoder_hidden_states=table[which]).sample
+        pred = unet(x_t, t, **cond.unet_kwargs()).sample
         loss = F.mse_loss(pred.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
