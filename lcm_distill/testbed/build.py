@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             first, second = sdxl_text_encoders(assets) if xl else (text_encoder, None)
             unet, trained_text = timed(name, lambda tcfg=tcfg, name=name, first=first, second=second: train_teacher(
                 vae, first, tokenizer, tiny_scheduler_config(tcfg.prediction_type), train, tcfg,
-                _progress(name, 250), text_encoder_2=second, tokenizer_2=tokenizer if xl else None))
+                _progress(name, 250), text_encoder_2=second, tokenizer_2=tokenizer if second is not None else None))
             save_teacher(assets / name, vae, trained_text, tokenizer, unet, tcfg.prediction_type, second)
             how = "trained jointly with the UNet" if tcfg.train_text_encoder else "random and frozen"
             text = f"CLIPTextModel (seed 0 init, {how}); real CLIP BPE tokenizer cut to {TEXT_MERGES} merges"
