@@ -108,18 +108,18 @@ def lcm_scheduler(teacher_scheduler_config: Mapping[str, Any], num_points: int):
 def lcm_pipeline(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
                  text_encoder_2: Any = None, tokenizer_2: Any = None):  # fmt: skip
     """The pipeline an export writes and a run samples with (validation, the quality signal): our ``LCMPipeline``
-    for SD 1.x / 2.x; for SDXL (a second text encoder) stock ``StableDiffusionXLPipeline`` with the LCMScheduler -
-    it embeds omega = guidance_scale - 1 through the UNet's ``time_cond_proj_dim`` and skips CFG then; its default
-    size/crop time ids are (H, W, 0, 0, H, W), the engine's data.sdxl_time_ids=fixed (lcm_distill/conditioning.py)."""
+    for SD 1.x / 2.x; for SDXL (a second text encoder) our ``LCMXLPipeline``, stock ``StableDiffusionXLPipeline``
+    plus negative prompts / real CFG (off by default, and then it draws what stock draws with the LCMScheduler: omega
+    = guidance_scale - 1 through the UNet's ``time_cond_proj_dim``). Its default size/crop time ids are
+    (H, W, 0, 0, H, W), the engine's data.sdxl_time_ids=fixed (lcm_distill/conditioning.py)."""
     if text_encoder_2 is None:
         from .pipelines import LCMPipeline
 
         return LCMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-    from diffusers import StableDiffusionXLPipeline
+    from .pipelines import LCMXLPipeline
 
-    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
-                                     add_watermarker=False)  # fmt: skip
+    return LCMXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                         tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, add_watermarker=False)  # fmt: skip
 
 
 def save_lcm_pipeline(
@@ -136,8 +136,9 @@ def save_lcm_pipeline(
     text_encoder_2: Any = None,
     tokenizer_2: Any = None,
 ) -> Path:
-    """Write ``out_dir`` as a diffusers folder (safetensors) + ``README.md`` (+ ``pipeline_lcm.py`` for SD 1.x /
-    2.x); return it. SDXL (``text_encoder_2`` given): a ``StableDiffusionXLPipeline`` folder.
+    """Write ``out_dir`` as a diffusers folder (safetensors) + ``README.md`` + the pipeline file (SD 1.x / 2.x:
+    ``pipeline_lcm.py``; SDXL, ``text_encoder_2`` given: a ``StableDiffusionXLPipeline`` folder +
+    ``pipeline_lcm_sdxl.py``); return it.
 
     The scheduler is an ``LCMScheduler`` with the teacher's schedule and prediction_type and
     ``original_inference_steps=num_points``; N must divide num_train_timesteps (checked by ``SkippingGrid``).

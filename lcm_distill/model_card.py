@@ -153,6 +153,23 @@ def render_model_card(card: ModelCardInfo, num_points: int, has_omega_embedding:
             "deterministic. With lcm-distill installed: `from lcm_distill.pipelines import LCMPipeline`, or",
             f"`lcm-distill-generate --model {repo} --prompt '...' --steps {best}`.",
         ]
+    else:  # SDXL folders carry pipeline_lcm_sdxl.py
+        lines += [
+            "",
+            "## Negative prompts and real CFG (bundled pipeline)",
+            "",
+            "Stock SDXL turns CFG off for a UNet with the ω input. `pipeline_lcm_sdxl.py` in this repository (torch,",
+            "diffusers and transformers only) keeps ω = guidance_scale - 1 and adds `cfg_scale` (1 = off, the stock",
+            "images) with an optional negative prompt:",
+            "",
+            "```python",
+            "from diffusers import DiffusionPipeline",
+            "",
+            f'pipe = DiffusionPipeline.from_pretrained("{repo}", custom_pipeline="pipeline_lcm_sdxl", '
+            "trust_remote_code=True)",
+            f'image = {call[:-1]}, cfg_scale=1.5, negative_prompt="blurry").images[0]',
+            "```",
+        ]
     if card.notes:
         lines += ["", card.notes]
     return _card_text(front, lines)

@@ -84,6 +84,13 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--model {args.model}: the folder has no model_index.json (not a diffusers pipeline folder).")
 
 
+def init_image(args: argparse.Namespace):
+    """The img2img input as RGB (None for txt2img)."""
+    from PIL import Image
+
+    return None if args.image is None else Image.open(args.image).convert("RGB")
+
+
 def _output_paths(out: Path, prompts: Sequence[str], num_images: int) -> list[Path]:
     """One path per image, in the pipeline's order (each prompt's images together)."""
     if out.suffix.lower() == ".png":
@@ -103,17 +110,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check(parser, args)
 
     import torch
-    from PIL import Image
 
     from ..functional import dtype_from_name
-    from ..pipelines import LCMPipeline
+    from ..models import read_family
+    from ..pipelines import LCMPipeline, LCMXLPipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        sdxl = read_family(args.location).name == "sdxl"
         dtype = {} if args.dtype == "fp32" else {"torch_dtype": dtype_from_name(args.dtype, "--dtype")}
-        pipe = LCMPipeline.from_pretrained(args.location, **dtype)
+        pipe = (LCMXLPipeline if sdxl else LCMPipeline).from_pretrained(args.location, **dtype)
     except (OSError, ValueError) as err:
         parser.error(f"--model {args.model}: could not load a diffusers pipeline ({err}).")
+    sd_only = {"--image": args.image is not None, "--noise-fraction": args.noise_fraction != 1.0}
+    if sdxl and any(sd_only.values()):
+        flag = next(k for k, v in sd_only.items() if v)
+        parser.error(f"{flag}: SDXL LCMs sample txt2img with the LCM sampler only (LCMXLPipeline); drop {flag}.")
+    sampler = {} if sdxl else {"image": init_image(args), "strength": args.strength,
+                               "noise_fraction": args.noise_fraction}  # fmt: skip
     pipe = pipe.to(device)
     strength = 1.0 if args.image is None else (0.8 if args.strength is None else args.strength)
     usable = int(pipe.num_grid_points * strength)
@@ -126,18 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and value % pipe.vae_scale_factor:
             parser.error(f"--{flag} {value}: use a multiple of this model's VAE factor {pipe.vae_scale_factor}.")
-    init = None if args.image is None else Image.open(args.image).convert("RGB")
     try:
         images = pipe(
             prompt=list(args.prompt),
-            image=init,
-            strength=args.strength,
             height=args.height,
             width=args.width,
             num_inference_steps=args.steps,
             timesteps=args.timesteps,
             guidance_scale=args.guidance_scale,
-            noise_fraction=args.noise_fraction,
+            **sampler,
             negative_prompt=args.negative_prompt,
             cfg_scale=args.cfg_scale,
             num_images_per_prompt=args.num_images,

@@ -62,8 +62,8 @@ def load_pipeline(model: str, kind: str, device: str = "cpu", dtype: torch.dtype
 
     lcm: our ``LCMPipeline`` when importable (it also runs UNets without the omega embedding), else diffusers'
     ``LatentConsistencyModelPipeline`` (w-conditioned UNets) or ``StableDiffusionPipeline`` + LCMScheduler (UNets
-    without it, where guidance is plain CFG). Teachers: ``StableDiffusionPipeline``. SDXL folders (every kind):
-    ``StableDiffusionXLPipeline`` (lcm_distill/export.py writes SDXL LCMs that way).
+    without it, where guidance is plain CFG). Teachers: ``StableDiffusionPipeline``. SDXL folders: our
+    ``LCMXLPipeline`` for lcm (stock's images at cfg_scale 1), else ``StableDiffusionXLPipeline``.
     """
     from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -74,7 +74,10 @@ def load_pipeline(model: str, kind: str, device: str = "cpu", dtype: torch.dtype
     if read_family(model).name == "sdxl":
         from diffusers import StableDiffusionXLPipeline
 
-        pipe = StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=dtype, add_watermarker=False)
+        from lcm_distill.pipelines import LCMXLPipeline  # stock's images, plus cfg_scale / negative prompts
+
+        xl = LCMXLPipeline if kind == "lcm" else StableDiffusionXLPipeline
+        pipe = xl.from_pretrained(model, torch_dtype=dtype, add_watermarker=False)
         configure_scheduler(pipe, kind, timestep_spacing)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)

@@ -69,9 +69,13 @@ def test_omega_embedding_copy_is_bit_identical(dim, dtype):
     assert torch.equal(emb, omega_embedding(torch.tensor([omega_from_guidance_scale(g)]), dim))
 
 
-def test_pipeline_file_is_self_contained():
-    """pipeline_lcm.py is shipped beside weights: it may import only the stdlib, torch, diffusers and transformers."""
-    tree = ast.parse(inspect.getsource(pipeline_lcm))
+@pytest.mark.parametrize("module", ["pipeline_lcm", "pipeline_lcm_sdxl"])
+def test_pipeline_file_is_self_contained(module):
+    """pipeline_lcm.py / pipeline_lcm_sdxl.py are shipped beside weights: they may import only the stdlib, torch,
+    diffusers and transformers."""
+    import importlib
+
+    tree = ast.parse(inspect.getsource(importlib.import_module(f"lcm_distill.pipelines.{module}")))
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
