@@ -97,6 +97,13 @@ def test_sdxl_lora_export_loads_in_stock_sdxl(sdxl_dir, data_dir, tmp_path):
     theirs = stock("a red square", generator=torch.Generator().manual_seed(0), **kw).images
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     assert (plain - ours).abs().max() > 1e-3  # the adapters changed what is drawn: the check above can fail
+    # the kohya file (ComfyUI / AUTOMATIC1111 keys, lora_unet_<diffusers module>) has the same effect on SDXL
+    from lcm_distill.export import KOHYA_FILE
+
+    stock.unload_lora_weights()
+    stock.load_lora_weights(result.output_dir / "lora", weight_name=KOHYA_FILE)
+    kohya = stock("a red square", generator=torch.Generator().manual_seed(0), **kw).images
+    torch.testing.assert_close(kohya, theirs, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["sample", "fixed"])
