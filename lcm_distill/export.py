@@ -256,7 +256,11 @@ def merged_lora_unet(unet, folder: Path, cfg: Config):
     else:
         from .objective_kinds import OBJECTIVE_KINDS
 
-        merged = load_base_unet(cfg.model, with_teacher=OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher)
+        with_teacher = OBJECTIVE_KINDS[cfg.objective.kind].needs_teacher
+        streamed = streamed_lora_unet(unet, folder, cfg, with_teacher)
+        if streamed is not None:
+            return streamed
+        merged = load_base_unet(cfg.model, with_teacher=with_teacher)
         dim = unet.config.get("time_cond_proj_dim")
         if dim is not None:  # the omega input trained beside the adapters (model.lora.omega_conditioned)
             if merged.config.get("time_cond_proj_dim") is None:
@@ -268,6 +272,27 @@ def merged_lora_unet(unet, folder: Path, cfg: Config):
     merged.fuse_lora()
     merged.unload_lora()
     return merged
+
+
+def streamed_lora_unet(unet, folder: Path, cfg: Config, with_teacher: bool):
+    """The merged UNet as a weightless stand-in whose save writes the fused fp32 weights tensor by tensor from the
+    source's safetensors (lcm_distill/lora_merge.py: the fp32 SDXL UNet never whole in memory); None when the source
+    has no plain safetensors UNet (then the caller merges in memory)."""
+    from .hub import cached_snapshot, is_local_path
+    from .lora_merge import base_weight_files, streamed_unet, write_merged_unet
+    from .models import model_source
+
+    source = model_source(cfg.model, with_teacher)
+    root = Path(source) if is_local_path(source) else cached_snapshot(source, revision=cfg.model.revision)
+    files = None if root is None else base_weight_files(root / "unet")
+    if files is None:
+        return None
+    lc = cfg.model.lora
+    given = {}
+    if unet.config.get("time_cond_proj_dim") is not None:  # the omega input trained beside the adapters
+        given["time_embedding.cond_proj.weight"] = unet.time_embedding.cond_proj.weight.detach().float().cpu()
+    return streamed_unet(dict(unet.config), lambda skeleton, out: write_merged_unet(
+        skeleton, files, folder / LORA_WEIGHT_FILE, lc.alpha / lc.rank, out, given))  # fmt: skip
 
 
 def base_dtype(unet) -> torch.dtype:
