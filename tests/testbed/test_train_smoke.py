@@ -66,3 +66,37 @@ def test_manifest_merge_keeps_other_entries(tmp_path):
     m = json.loads(path.read_text())
     assert m["teacher-eps"] == {"train": 1, "ddim_check": [1]} and m["teacher-v"] == {"train": 2}
     assert m["seconds"] == {"teacher-eps": 5.0, "teacher-v": 6.0}
+
+
+def test_sdxl_teacher_trains_through_the_engines_conditioning(small, tmp_path):
+    """teacher-xl's loop: two frozen encoders through TextStack (penultimate states side by side, pooled embedding),
+    "text_time" time ids of the uncropped images, zeros as the dropped caption; the saved folder is SDXL to the
+    family rule and samples in stock StableDiffusionXLPipeline."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from lcm_distill.families import family_of
+    from lcm_distill.testbed.build import save_teacher
+    from lcm_distill.testbed.models import SDXL_ARCH
+    from lcm_distill.testing import build_clip_tokenizer, tiny_scheduler_config, tiny_text_encoder
+
+    vae = train_vae(small.images, VAETrainConfig(steps=1, batch_size=8, arch=VAEArch(block_out_channels=(8, 16))))
+    first, second = tiny_text_encoder(1000, 0), tiny_text_encoder(1000, 1, with_projection=True)
+    tok = build_clip_tokenizer(tmp_path, 1000)
+    cfg = TeacherTrainConfig(steps=2, batch_size=8, warmup=1, ema_decay=0.5, arch=SDXL_ARCH, train_text_encoder=False)
+    losses = []
+    unet, _ = train_teacher(vae, first, tok, tiny_scheduler_config("epsilon"), small, cfg,
+                            lambda step, stats: losses.append(stats["loss"]), text_encoder_2=second, tokenizer_2=tok)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert unet.config.addition_embed_type == "text_time" and unet.config.cross_attention_dim == 64
+    folder = save_teacher(tmp_path / "xl", vae, first, tok, unet, "epsilon", second)
+    assert family_of(json.loads((folder / "unet" / "config.json").read_text())).name == "sdxl"
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red digit 7", num_inference_steps=2, output_type="pt").images
+    assert image.shape == (1, 3, 16, 16) and torch.isfinite(image).all()
+    with pytest.raises(ValueError, match="train_text_encoder=False"):
+        train_teacher(vae, first, tok, tiny_scheduler_config("epsilon"), small,
+                      TeacherTrainConfig(steps=1, arch=SDXL_ARCH), text_encoder_2=second, tokenizer_2=tok)
+    with pytest.raises(ValueError, match="go together"):
+        train_teacher(vae, first, tok, tiny_scheduler_config("epsilon"), small,
+                      TeacherTrainConfig(steps=1, arch=SDXL_ARCH, train_text_encoder=False))
