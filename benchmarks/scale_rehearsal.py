@@ -182,6 +182,9 @@ def rehearse(out: Path, recipe: str) -> dict:
     # RSS during the second step (from its start, the first step's log, to its log): weights, states, activations
     step2 = [r for t, r in samples if len(losses) >= 2 and losses[0][2] <= t <= losses[1][2]]
     row["step_rss_gib"] = round(max(step2), 2) if step2 else None
+    # RSS after the last step's log: the final checkpoint, validation and the export (the LoRA merge)
+    after = [r for t, r in samples if losses and t > losses[-1][2]]
+    row["after_steps_rss_gib"] = round(max(after), 2) if after else None
     if rc == 0:
         lora = (run / "lora").is_dir()
         folder, what = (run / "lora", "lora") if lora else ((run / "target") if (run / "target").is_dir()
