@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def cell(stats: dict, steps: int, digits: int = 2) -> str:
     return mean if lo == hi else f"{mean} ± {std} [{lo}, {hi}]"
 
 
-def render(plan: Plan, seconds: float) -> str:
+def render(plan: Plan, seconds: dict[str, float]) -> str:
     teacher = seed_summary([json.loads((plan.out / "teacher" / "report.json").read_text())])
     lcm = seed_summary([json.loads((plan.run_dir(s) / "eval" / "report.json").read_text()) for s in plan.seeds])
     cols = [*EVAL_STEPS, 50]
@@ -82,7 +81,7 @@ def render(plan: Plan, seconds: float) -> str:
         "",
         f"{TEACHER} (SDXL-shaped: two text encoders, text_time UNet, epsilon) with DDIM, and the LCM distilled from it "
         f"(configs/lcd_tiny_cpu.yaml, {plan.lcd_steps} LCD steps, DDIM solver, k = 20, omega ~ U[2, 8]) over training "
-        f"seeds {', '.join(map(str, plan.seeds))}: mean ± sample std [worst, best]; guidance_scale {plan.guidance:g}, "
+        f"seeds {', '.join(map(str, plan.seeds))}: mean ± sample std [min, max]; guidance_scale {plan.guidance:g}, "
         f"{plan.num_images} images per cell, sampling seed 0, against the real test split.",
     ]
     for metric, label, digits in (("fid", "Domain FID (lower is better)", 2),
@@ -96,7 +95,10 @@ def render(plan: Plan, seconds: float) -> str:
         verdict = "PASS" if worst < ddim else "MISS"
         lines.append(f"- {verdict}: LCM {steps}-step FID, worst seed {worst:.2f}, vs teacher DDIM {steps}-step "
                      f"{ddim:.2f}")
-    lines += ["", f"Wall time: {seconds / 60:.1f} min with --jobs {plan.jobs} (steps done before are not counted)."]
+    train_s = [v for k, v in seconds.items() if k.startswith("lcd-")]
+    lines += ["", f"Time per step (one torch thread each, {plan.jobs} side by side): LCD training "
+              f"{min(train_s):.0f}-{max(train_s):.0f} s per seed, the teacher's evaluation "
+              f"{seconds.get('eval-teacher-ddim', 0):.0f} s; {sum(seconds.values()) / 60:.1f} min summed."]
     return "\n".join(lines)
 
 
@@ -116,9 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / DATA / "test" / "metadata.jsonl").exists():
         p.error(f"{DATA} is missing: python -m lcm_distill.testbed.render --out {DATA}")
     plan = Plan(args.out, args.seeds, args.lcd_steps, args.num_images, args.guidance, args.jobs)
-    t0 = time.perf_counter()
-    run_chains(chains(plan), plan)
-    text = render(plan, time.perf_counter() - t0)
+    work = chains(plan)
+    run_chains(work, plan)
+    timings_path = plan.out / "timings.json"  # per step, kept across reruns (finished steps are skipped)
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings.update({s.name: round(s.seconds, 1) for c in work for s in c if s.seconds is not None})
+    timings_path.write_text(json.dumps(timings, indent=1))
+    text = render(plan, timings)
     print(text)
     (plan.out / "summary.md").write_text(text + "\n")
     if args.publish:
