@@ -31,7 +31,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import LCMScheduler, StableDiffusionXLPipeline
@@ -46,6 +46,9 @@ class LCMXLPipeline(StableDiffusionXLPipeline):
     r"""Multistep latent-consistency sampling (LCM paper Alg. 3) for SDXL students; see the module docstring for the
     two guidance knobs. Components, loading and saving are StableDiffusionXLPipeline's; the scheduler must be an
     ``LCMScheduler`` (what the exporter writes)."""
+
+    # what callback_on_step_end(pipe, i, t, tensors) may read and replace (the loop's names; under CFG the 2x batch)
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "prompt_embeds", "text_embeds", "time_ids"]
 
     @property
     def num_grid_points(self) -> int:
@@ -179,7 +182,9 @@ class LCMXLPipeline(StableDiffusionXLPipeline):
                 if callback_on_step_end is not None:
                     scope = locals()
                     out = callback_on_step_end(self, i, t, {k: scope[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = (out or {}).get("latents", latents)
+                    out = out or {}
+                    latents, prompt_embeds = out.get("latents", latents), out.get("prompt_embeds", prompt_embeds)
+                    text_embeds, time_ids = out.get("text_embeds", text_embeds), out.get("time_ids", time_ids)
                 progress.update()
         # LCMScheduler.step returns (x at the next timestep, denoised); its last step's x is the denoised sample
         return self._decode(latents, output_type, return_dict)

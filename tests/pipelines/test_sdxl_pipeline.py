@@ -175,3 +175,25 @@ def test_generate_command_draws_sdxl_lcms(xl_folder, tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main([*base, *flag, "--out", str(tmp_path / "c.png")])
         assert exc.value.code == 2 and f"{flag[0]}: SDXL" in capsys.readouterr().err
+
+
+def test_step_callback_reads_and_replaces_the_loop_tensors(sdxl_components):
+    """callback_on_step_end sees the tensors it names (the 2x batch under CFG) and what it returns is used."""
+    from lcm_distill.pipelines import LCMXLPipeline
+
+    pipe = LCMXLPipeline(**sdxl_components(32))
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+
+    def zero_latents(p, i, t, tensors):
+        seen.append((i, {k: tuple(v.shape) for k, v in tensors.items()}))
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    names = ["latents", "prompt_embeds", "text_embeds", "time_ids"]
+    out = pipe(PROMPT, num_inference_steps=2, cfg_scale=2.0, output_type="latent", callback_on_step_end=zero_latents,
+               callback_on_step_end_tensor_inputs=names).images  # fmt: skip
+    assert [i for i, _ in seen] == [0, 1] and seen[0][1]["prompt_embeds"][0] == 2 and seen[0][1]["time_ids"] == (2, 6)
+    assert torch.equal(out, torch.zeros_like(out))  # the last step's replacement is the result
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipe(PROMPT, num_inference_steps=1, callback_on_step_end=zero_latents,
+             callback_on_step_end_tensor_inputs=["add_text_embeds"])  # fmt: skip
