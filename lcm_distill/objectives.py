@@ -161,10 +161,13 @@ OBJECTIVES: dict[str, Objective] = {
 
 @dataclass
 class StepOutput:
-    """A micro-batch's loss and what the engine logs beside it (tensorboard: omega_mean, t_mean)."""
+    """A micro-batch's loss and what the engine logs beside it (tensorboard: omega_mean, t_mean). ``latents_finite``
+    (0-dim bool tensor, no host sync): whether the VAE (or the latent cache) gave finite latents - a non-finite
+    loss is then the VAE's overflow (e.g. SDXL's VAE in fp16), which the engine names."""
 
     loss: Tensor
     logs: dict[str, float]
+    latents_finite: Tensor | None = None
 
 
 class ConsistencyStep:
@@ -243,7 +246,8 @@ class ConsistencyStep:
             time_ids = sample if sample is not None else fixed_time_ids(n, self.resolution)
             cond = cond.with_time_ids(time_ids.to(mean.device, torch.float32))
         uncond = models.uncond_embeds(n).with_time_ids(cond.time_ids) if self.needs_teacher else None
-        return StepOutput(*self.loss(latents, cond, uncond, noise.to(mean.device)))
+        finite = torch.isfinite(mean).all() & torch.isfinite(std).all()
+        return StepOutput(*self.loss(latents, cond, uncond, noise.to(mean.device)), latents_finite=finite)
 
     def loss(self, latents: Tensor, cond: Conditioning, uncond: Conditioning | None,
              noise: StepNoise) -> tuple[Tensor, dict[str, float]]:  # fmt: skip

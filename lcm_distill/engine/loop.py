@@ -36,6 +36,13 @@ from .step import StepResult
 logger = logging.getLogger(__name__)
 
 
+VAE_OVERFLOW_ADVICE = (
+    "A VAE that overflows in half precision does this (SDXL's in fp16): keep model.frozen_dtype at bf16 or fp32, or "
+    "set model.vae to an fp16-safe VAE (madebyollin/sdxl-vae-fp16-fix for SDXL); a latent cache built that way "
+    "(data.cache_dir) must be rebuilt."
+)
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row had a non-finite loss; the message names a sound checkpoint."""
 
@@ -47,6 +54,7 @@ class EngineState:
     step: int = 0
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
+    bad_latents_in_row: int = 0  # of those, steps whose VAE / cached latents were non-finite
     empty_in_row: int = 0  # batches without a readable sample (not a loss problem: counted apart)
     data: dict | None = None
     global_batch: int | None = None  # checked on resume: another global batch would skip or repeat data
@@ -77,14 +85,19 @@ class EngineState:
         if not result.finite:
             self.nonfinite_total += 1
             self.nonfinite_in_row += 1
+            self.bad_latents_in_row += int(result.bad_latents)
+            if self.bad_latents_in_row == 1 and result.bad_latents:
+                logger.warning("step %d skipped: the VAE gave non-finite latents. %s", self.step, VAE_OVERFLOW_ADVICE)
             if self.nonfinite_in_row >= limit:
+                vae = (f" In {self.bad_latents_in_row} of them the VAE's latents were non-finite: "
+                       f"{VAE_OVERFLOW_ADVICE}") if self.bad_latents_in_row else ""  # fmt: skip
                 raise NonFiniteLossError(
                     f"{self.nonfinite_in_row} steps in a row had a non-finite loss (at step {self.step}); {advice()} "
                     f"Lower optim.learning_rate (now {learning_rate:g}) or optim.max_grad_norm, or check the data "
-                    f"(unreadable samples so far: {skipped_samples})."
+                    f"(unreadable samples so far: {skipped_samples}).{vae}"
                 )
             return False
-        self.nonfinite_in_row = 0
+        self.nonfinite_in_row = self.bad_latents_in_row = 0
         self.step += 1
         return True
 

@@ -28,6 +28,7 @@ class StepResult:
     loss: float | None
     logs: dict[str, float] = field(default_factory=dict)
     empty: bool = False
+    bad_latents: bool = False  # a skipped step whose VAE / cached latents were non-finite (the cause, not the model)
 
     @property
     def finite(self) -> bool:
@@ -66,20 +67,23 @@ class TrainStep:
         acc, cs = self.accelerator, self.consistency
         world, rank, B = acc.num_processes, acc.process_index, self.batch_size
         step_noise = cs.draw(self.seed, step, self.accumulation * world * B)
-        losses, logs, bad, empty, grad_norm = [], [], False, False, None
+        losses, logs, bad, empty, bad_latents, grad_norm = [], [], False, False, False, None
         for micro in range(self.accumulation):
             batch = next(data)
             lo = (micro * world + rank) * B
             noise = step_noise.slice(lo, lo + B).to(acc.device)
             with acc.accumulate(cs.student):
                 out = cs(batch, noise)
-                flags = torch.tensor(  # [finite, readable], agreed by every process (min)
-                    [0.0 if out is None or not torch.isfinite(out.loss) else 1.0, 0.0 if out is None else 1.0],
-                    device=acc.device,
-                )
-                flags = acc.reduce(flags, "min")
-                if flags[0].item() < 1.0:
-                    bad, empty = True, empty or flags[1].item() < 1.0
+                # [finite loss, readable, finite latents], agreed by every process (min); one host sync
+                one, zero = torch.ones((), device=acc.device), torch.zeros((), device=acc.device)
+                flags = torch.stack([
+                    zero if out is None else torch.isfinite(out.loss.detach()).float().to(acc.device),
+                    zero if out is None else one,
+                    one if out is None or out.latents_finite is None else out.latents_finite.float().to(acc.device),
+                ])  # fmt: skip
+                flags = acc.reduce(flags, "min").tolist()
+                if flags[0] < 1.0:
+                    bad, empty, bad_latents = True, empty or flags[1] < 1.0, bad_latents or flags[2] < 1.0
                 else:
                     acc.backward(out.loss)
                     losses.append(out.loss.detach())
@@ -90,7 +94,7 @@ class TrainStep:
                 if acc.sync_gradients:  # accumulation: keep the micro-batches' gradients until the optimiser step
                     self.optimizer.zero_grad(set_to_none=True)  # (accelerate's wrapped optimiser does the same)
         if bad:
-            return StepResult(None, empty=empty)
+            return StepResult(None, empty=empty, bad_latents=bad_latents)
         self.lr_schedule.step()
         if cs.models.target is not None:
             self.parallel.ema_update(cs.models.target, cs.student, self.ema_at(step), self.ema_impl)

@@ -84,8 +84,29 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(make_cfg, monkeypatch):
     from lcm_distill import objectives
 
     monkeypatch.setattr(objectives, "consistency_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint: none"):
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint: none") as err:
         train(make_cfg("train.max_nonfinite_steps=3", "train.max_train_steps=10"))
+    assert "VAE" not in str(err.value)  # finite latents: the VAE is not blamed
+
+
+def test_non_finite_vae_latents_are_named_as_the_cause(make_cfg, monkeypatch, caplog):
+    """An overflowing VAE (SDXL's in fp16) gives NaN latents: the skipped steps say so, and the error names
+    model.frozen_dtype / model.vae, not the learning rate alone."""
+    import pytest
+
+    from lcm_distill import models
+
+    real = models.encode_images
+
+    def overflowing(vae, pixel_values):
+        mean, std = real(vae, pixel_values)
+        return mean.masked_fill(torch.zeros_like(mean, dtype=torch.bool).index_fill_(0, torch.tensor([0]), True),
+                                float("nan")), std  # fmt: skip
+
+    monkeypatch.setattr(models, "encode_images", overflowing)
+    with pytest.raises(NonFiniteLossError, match=r"In 2 of them the VAE's latents were non-finite.*model\.vae"):
+        train(make_cfg("train.max_nonfinite_steps=2", "train.max_train_steps=10"))
+    assert "the VAE gave non-finite latents" in caplog.text
 
 
 def test_gradient_accumulation_equals_the_same_global_batch(make_cfg):
