@@ -103,12 +103,14 @@ def test_every_dtype_flag_takes_the_dtype_table():
 
 
 def test_the_pipeline_copies_are_the_canonical_values():
-    from lcm_distill.pipelines import pipeline_lcm
+    from lcm_distill.pipelines import pipeline_lcm, pipeline_lcm_sdxl
 
     from lcm_distill.config import TrainConfig
     from lcm_distill.export import ModelCardInfo
 
     assert pipeline_lcm.DEFAULT_GUIDANCE_SCALE == conventions.DEFAULT_GUIDANCE_SCALE
+    # the SDXL pipeline's omega = g - 1 is checked against stock SDXL (tests/pipelines/test_sdxl_pipeline.py)
+    assert pipeline_lcm_sdxl.DEFAULT_GUIDANCE_SCALE == conventions.DEFAULT_GUIDANCE_SCALE
     assert TrainConfig().validation_guidance_scale == conventions.DEFAULT_GUIDANCE_SCALE
     assert ModelCardInfo(base_model="x").guidance_scale == conventions.DEFAULT_GUIDANCE_SCALE
     assert conventions.omega_from_guidance_scale(9.0) == 8.0 and conventions.guidance_scale_from_omega(8.0) == 9.0
@@ -125,7 +127,7 @@ RESTATED = {
 # Searched in the raw source: the default T passed beside its key, get("num_train_timesteps", 1000).
 RESTATED_RAW = {"T = 1000 (use num_train_timesteps(config))": re.compile(r"num_train_timesteps[\"']\s*,\s*1000\b")}
 # Where a convention is defined, or copied on purpose (the pipeline runs without this package; tied above).
-DEFINED_HERE = {"lcm_distill/conventions.py", "pipelines/pipeline_lcm.py"}
+DEFINED_HERE = {"lcm_distill/conventions.py", "pipelines/pipeline_lcm.py", "pipelines/pipeline_lcm_sdxl.py"}
 
 
 def code_only(source: str) -> str:
